@@ -1,0 +1,7 @@
+"""The batch service: publishes a batch as single items and waits for the store's reply."""
+
+from apps.batch.handlers import subscribe
+from apps.batch.routes import router
+from msarch.service import create_service
+
+app = create_service("batch", routers=[router], subscribe=subscribe)

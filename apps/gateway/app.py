@@ -1,0 +1,30 @@
+"""The gateway: the one address clients use (HTTP API and websocket)."""
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+
+from apps.gateway.routes import router
+from apps.gateway.upstreams import Upstreams, routes_of
+from msarch.observability import configure_logging
+from msarch.service import create_app
+from msarch.settings import get_settings
+
+settings = get_settings()
+configure_logging("gateway", settings.log_level)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+    async with httpx.AsyncClient(limits=limits, timeout=settings.upstream_timeout_s) as client:
+        app.state.client = client
+        yield
+
+
+app = create_app("gateway", lifespan=lifespan)
+app.state.upstreams = Upstreams(settings)
+app.state.routes = routes_of(settings)
+app.include_router(router)

@@ -1,0 +1,67 @@
+"""The gateway's routes: /api/* and /ws proxied, and /health over every upstream."""
+
+import asyncio
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+
+from apps.gateway.proxy import proxy_http, proxy_websocket
+from apps.gateway.upstreams import Route, Upstreams
+from msarch.problems import Problem
+from msarch.settings import SERVICES
+
+router = APIRouter()
+
+
+def upstreams_of(request: Request) -> Upstreams:
+    upstreams: Upstreams = request.app.state.upstreams
+    return upstreams
+
+
+def client_of(request: Request) -> httpx.AsyncClient:
+    client: httpx.AsyncClient = request.app.state.client
+    return client
+
+
+UpstreamsDep = Annotated[Upstreams, Depends(upstreams_of)]
+ClientDep = Annotated[httpx.AsyncClient, Depends(client_of)]
+
+
+def route_for(request: Request, path: str) -> Route:
+    for route in request.app.state.routes:
+        if path == route.prefix or path.startswith(route.prefix + "/"):
+            found: Route = route
+            return found
+    raise Problem(404, "Not Found", f"no route for {path}")
+
+
+@router.get("/health", tags=["operations"], summary="The gateway and every service behind it")
+async def health(upstreams: UpstreamsDep, client: ClientDep) -> JSONResponse:
+    async def check(service: str) -> tuple[str, object]:
+        try:
+            answer = await client.get(upstreams.resolve(service) + "/health", timeout=3)
+            return service, answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return service, {"status": f"unreachable: {type(exc).__name__}"}
+
+    results = dict(await asyncio.gather(*(check(s) for s in SERVICES if s != "gateway")))
+    healthy = all(isinstance(r, dict) and r.get("status") == "ok" for r in results.values())
+    body = {"service": "gateway", "status": "ok" if healthy else "degraded", "upstreams": results}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+@router.api_route(
+    "/api/{path:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+)
+async def api(request: Request, path: str, upstreams: UpstreamsDep, client: ClientDep) -> Response:
+    route = route_for(request, "/api/" + path)
+    return await proxy_http(request, route, upstreams, client)
+
+
+@router.websocket("/ws")
+async def ws(client: WebSocket) -> None:
+    await proxy_websocket(client, client.app.state.upstreams, "websocket")

@@ -1,0 +1,52 @@
+"""The store: consumes `event` and `batch`, writes Redis, publishes onward.
+
+Each message is acked only after its Redis write (and, for `event`, the
+forward publish) succeeded; a Redis outage holds messages, it does not drop
+or loop them.
+"""
+
+import logging
+
+from faststream import Context
+from faststream.message import StreamMessage
+
+from apps.store.assembler import Assembler
+from msarch import channels
+from msarch.messages import BatchItem, KeyValue
+from msarch.resilience import until_redis_answers
+from msarch.service import Runtime
+
+
+log = logging.getLogger("msarch.store")
+
+
+def subscribe(runtime: Runtime) -> None:
+    bus, store = runtime.bus, runtime.store
+    assembler = Assembler(runtime)
+
+    @bus.subscriber(channels.EVENT)
+    async def on_event(
+        kv: KeyValue, message: StreamMessage[object] = Context("message")
+    ) -> None:
+        correlation_id = message.correlation_id
+        marker = await until_redis_answers(
+            lambda: store.store_key_value(kv, correlation_id), runtime
+        )
+        if marker == "forwarded":
+            log.info("duplicate, already forwarded", extra={"message_id": str(kv.id)})
+            return
+        await bus.publish(
+            channels.FORWARD_ROUNDTRIP, kv, message_id=str(kv.id), correlation_id=correlation_id
+        )
+        await until_redis_answers(lambda: store.mark_forwarded(kv), runtime)
+        log.info(
+            "stored and forwarded" if marker == "new" else "re-forwarded after redelivery",
+            extra={"message_id": str(kv.id), "key": kv.key[:64]},
+        )
+
+    @bus.subscriber(channels.BATCH)
+    async def on_batch_item(
+        item: BatchItem, message: StreamMessage[object] = Context("message")
+    ) -> None:
+        await assembler.add(item, message.correlation_id)
+

@@ -1,0 +1,34 @@
+"""The events: every fact the system accepted, in the order it accepted them.
+
+The event log is a Redis Stream; kv, batch hashes, batch meta and the batch
+index are projections of it (see README, "Event model").
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EventType(StrEnum):
+    KeyValueStored = "KeyValueStored"
+    """A roundtrip key/value was stored (projection: kv:{key})."""
+    BatchItemStaged = "BatchItemStaged"
+    """An item of a batch arrived for the first time (projection: staging)."""
+    BatchCommitted = "BatchCommitted"
+    """A batch was complete and written as one hash (batch:{id}, meta, index)."""
+    BatchFailed = "BatchFailed"
+    """A batch ended without data: Invalid, TimeoutExceeded or DatabaseOperationFailed."""
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    """The stream entry id: the position in the log, usable as ?after=."""
+    type: EventType
+    time: datetime
+    message_id: str
+    correlation_id: str | None = None
+    payload: dict[str, Any]

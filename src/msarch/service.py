@@ -1,0 +1,137 @@
+"""Service bootstrap: every service is built the same way by `create_service`.
+
+A service is a FastAPI app (HTTP, /health, /metrics) whose lifespan connects
+the bus and Redis, starts the service's subscribers and background tasks, and
+on shutdown lets in-flight messages finish (and be acked) before it closes.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from msarch import problems
+from msarch.bus import Bus
+from msarch.limits import BodyLimit
+from msarch.observability import RequestContext, configure_logging
+from msarch.settings import Settings, get_settings
+from msarch.storage import Store
+
+
+@dataclass
+class Runtime:
+    """What a running service holds: its settings, bus and store."""
+
+    name: str
+    settings: Settings
+    bus: Bus
+    store: Store
+    tasks: list["asyncio.Task[None]"] = field(default_factory=list)
+
+    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run a background job for the life of the service."""
+        self.tasks.append(asyncio.create_task(job(), name=f"{self.name}:{job.__name__}"))
+
+
+Subscribe = Callable[[Runtime], None]
+Background = Callable[[Runtime], Awaitable[None]]
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+
+
+async def check_health(runtime: Runtime) -> dict[str, str]:
+    """'ok' or what is wrong, for the broker and Redis."""
+
+    async def probe(check: Callable[[], Awaitable[bool]]) -> str:
+        try:
+            async with asyncio.timeout(2):
+                return "ok" if await check() else "unreachable"
+        except Exception as exc:
+            return f"unreachable: {type(exc).__name__}"
+
+    broker, redis = await asyncio.gather(probe(runtime.bus.ping), probe(runtime.store.ping))
+    return {"broker": broker, "redis": redis}
+
+
+def health_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="Broker and Redis usable?")
+    async def health(runtime: RuntimeDep) -> JSONResponse:
+        checks = await check_health(runtime)
+        healthy = all(v == "ok" for v in checks.values())
+        body = {"service": runtime.name, "status": "ok" if healthy else "unhealthy", **checks}
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    return router
+
+
+def create_app(name: str, **fastapi_options: Any) -> FastAPI:
+    """The FastAPI app every service starts from: problems, request ids, limits, metrics."""
+    app = FastAPI(title=f"msarch {name}", **fastapi_options)
+    problems.install(app)
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestContext, service=name)
+    return app
+
+
+def create_service(
+    name: str,
+    *,
+    routers: Sequence[APIRouter] = (),
+    subscribe: Subscribe | None = None,
+    background: Sequence[Background] = (),
+    settings: Settings | None = None,
+    **fastapi_options: Any,
+) -> FastAPI:
+    """Build a service: its routes, its subscribers, and its lifecycle."""
+    settings = settings or get_settings()
+    configure_logging(name, settings.log_level)
+    log = logging.getLogger(f"msarch.{name}")
+    bus = Bus(settings, service=name)
+    store = Store.from_url(settings.redis_url, settings.namespace)
+    runtime = Runtime(name=name, settings=settings, bus=bus, store=store)
+    if subscribe is not None:
+        subscribe(runtime)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.runtime = runtime
+        await bus.start()
+        for job in background:
+            runtime.tasks.append(asyncio.create_task(job(runtime), name=f"{name}:{job}"))
+        log.info("started", extra={"instance": bus.instance})
+        try:
+            yield
+        finally:
+            log.info("stopping: letting in-flight messages finish")
+            await bus.stop()
+            for task in runtime.tasks:
+                task.cancel()
+            await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            await store.close()
+            log.info("stopped")
+
+    app = create_app(name, lifespan=lifespan, **fastapi_options)
+    app.state.runtime = runtime
+    app.include_router(health_router())
+    for router in routers:
+        app.include_router(router)
+    return app

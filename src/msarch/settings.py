@@ -1,0 +1,50 @@
+"""One settings class: every MSARCH_* environment variable, read once."""
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("gateway", "roundtrip", "batch", "websocket", "store")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MSARCH_", extra="ignore")
+
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    consul_url: str | None = None
+    namespace: str = ""
+
+    batch_size: int = Field(default=20, ge=1)
+    batch_max: int = Field(default=1_000_000, ge=1)
+    batch_timeout_s: float = Field(default=20.0, gt=0)
+    assembly_timeout_s: float = Field(default=10.0, gt=0)
+    api_key: str | None = None
+
+    host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    roundtrip_port: int = 8001
+    batch_port: int = 8002
+    websocket_port: int = 8003
+    store_port: int = 8004
+
+    # Reliability knobs: bounded in-flight work, bounded retries, bounded shutdown.
+    prefetch: int = Field(default=256, ge=1)
+    delivery_limit: int = Field(default=5, ge=1)
+    graceful_timeout_s: float = Field(default=15.0, gt=0)
+    publish_window: int = Field(default=512, ge=1)
+    upstream_timeout_s: float = Field(default=30.0, gt=0)
+    log_level: str = "INFO"
+
+    def port_of(self, service: str) -> int:
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    def url_of(self, service: str) -> str:
+        return f"http://{self.host}:{self.port_of(service)}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
