@@ -1,4 +1,4 @@
-"""The gateway: the one address clients use (HTTP API and websocket)."""
+"""The gateway: the one address clients use (HTTP API, websocket, web client and docs)."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import FastAPI
 
+from apps.gateway.docs import mount_docs
 from apps.gateway.routes import router
 from apps.gateway.upstreams import Upstreams, routes_of
+from apps.gateway.web_client import mount_web_client
 from msarch.observability import configure_logging
 from msarch.service import create_app
 from msarch.settings import get_settings
@@ -24,7 +26,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-app = create_app("gateway", lifespan=lifespan)
+# /docs and /openapi.json are the public API's, served offline by apps.gateway.docs.
+app = create_app("gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 app.state.upstreams = Upstreams(settings)
 app.state.routes = routes_of(settings)
 app.include_router(router)
+mount_docs(app)
+mount_web_client(app)

@@ -88,7 +88,8 @@ async def proxy_websocket(client: WebSocket, upstreams: Upstreams, service: str)
         )
     except (OSError, TimeoutError, InvalidStatus, websockets.InvalidHandshake) as exc:
         log.warning("websocket upstream unreachable", extra={"upstream": service, "error": repr(exc)})
-        # 1013 Try Again Later: the websocket analogue of 503 + Retry-After.
+        # 1013 Try Again Later, the websocket 503; closing before accept would be a bare 403.
+        await client.accept()
         await client.close(code=1013, reason=f"{service} is unavailable")
         return
     await client.accept()

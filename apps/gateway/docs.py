@@ -1,0 +1,116 @@
+"""The docs the gateway serves, with no internet: OpenAPI at /docs, AsyncAPI at /docs/asyncapi.
+
+The gateway only proxies /api/*, so its own OpenAPI would be empty: the public
+one is built from the roundtrip and batch routers (imported for their schema
+only; importing them starts nothing). Swagger UI's JS and CSS come from the
+fastapi-offline package instead of a CDN.
+"""
+
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+import msarch
+from apps.batch.routes import router as batch_router
+from apps.gateway.web_client import CLIENT_DIR
+from apps.roundtrip.routes import router as roundtrip_router
+from msarch.asyncapi import asyncapi_document
+from msarch.problems import PROBLEM_JSON
+from msarch.settings import get_settings
+
+SWAGGER_UI_DIR = Path(str(files("fastapi_offline") / "static"))
+SWAGGER_UI_URL = "/docs/swagger-ui"
+
+DESCRIPTION = """\
+The public HTTP API of msarch, as reached through the gateway.
+
+Every roundtrip also comes back on the websocket **WS /ws** (optional `?after=<event id>`):
+one JSON text frame `{"id", "key", "value", "accepted_at"}` each.
+Errors are `application/problem+json` with a `title` and a `detail`.
+The messages the services exchange on the broker are described at [/docs/asyncapi](/docs/asyncapi).
+"""
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "type": "object",
+    "description": "RFC 9457 problem details; batches add batch_id, batch_status, elapsed_ms.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["title", "status"],
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+@cache
+def public_openapi() -> dict[str, Any]:
+    schema = get_openapi(
+        title="msarch",
+        version=msarch.__version__,
+        description=DESCRIPTION,
+        routes=[*roundtrip_router.routes, *batch_router.routes],
+    )
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            _describe_problems(operation, path, method)
+    return schema
+
+
+def _describe_problems(operation: dict[str, Any], path: str, method: str) -> None:
+    problems = {"422": "Invalid input", "503": "A dependency is down; retry after Retry-After"}
+    if "{" in path:
+        problems["404"] = "Not found"
+    if (path, method) == ("/api/batch", "post"):
+        problems["400"] = "The batch did not complete (batch_status says why)"
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for status, description in problems.items():
+        operation["responses"][status] = {"description": description, "content": content}
+
+
+@router.get("/openapi.json")
+async def openapi() -> JSONResponse:
+    return JSONResponse(public_openapi())
+
+
+@router.get("/docs")
+async def swagger_ui() -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url="/openapi.json",
+        title="msarch API",
+        swagger_js_url=f"{SWAGGER_UI_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{SWAGGER_UI_URL}/swagger-ui.css",
+        swagger_favicon_url="/client/favicon.svg",
+        # No badge from the online validator: the page must not reach out.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
+@router.get("/docs/asyncapi.json")
+async def asyncapi_json() -> JSONResponse:
+    settings = get_settings()
+    return JSONResponse(
+        asyncapi_document(namespace=settings.namespace, broker_url=settings.broker_url)
+    )
+
+
+@router.get("/docs/asyncapi")
+async def asyncapi_page() -> FileResponse:
+    return FileResponse(CLIENT_DIR / "asyncapi.html", media_type="text/html")
+
+
+def mount_docs(app: FastAPI) -> None:
+    """The docs routes and the Swagger UI assets; the app needs openapi_url/docs_url=None."""
+    app.include_router(router)
+    app.mount(SWAGGER_UI_URL, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")

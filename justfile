@@ -1,0 +1,41 @@
+# msarch: the commands. `just` alone lists them.
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := ".venv"
+bin := venv / "bin"
+
+default:
+    @just --list
+
+# create the virtual environment and install msarch with its dev tools
+install:
+    test -x {{bin}}/python || python3 -m venv {{venv}}
+    {{bin}}/pip install --quiet --upgrade pip
+    {{bin}}/pip install --quiet -e '.[dev]'
+
+# run the whole stack on this machine (Ctrl-C stops it)
+up:
+    {{bin}}/msarch up
+
+# ruff (lint and format) and mypy strict
+lint:
+    {{bin}}/ruff check src apps tests bench
+    {{bin}}/ruff format --check src apps tests bench
+    {{bin}}/mypy
+
+# format the code
+fmt:
+    {{bin}}/ruff format src apps tests bench
+    {{bin}}/ruff check --fix src apps tests bench
+
+# every test: lint, unit, integration and end to end, against the real servers
+test *args: lint
+    {{bin}}/pytest {{args}}
+
+# only the fast unit tests
+unit *args:
+    {{bin}}/pytest tests/unit {{args}}
+
+# benchmarks (figures printed with the baseline measured in the same run)
+bench *args:
+    {{bin}}/python -m bench {{args}}

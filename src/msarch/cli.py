@@ -1,0 +1,184 @@
+"""The `msarch` command: run the stack, and talk to it through the gateway."""
+
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from msarch.settings import get_settings
+
+app = typer.Typer(help="msarch: event-sourced microservices on a real broker.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="gateway URL (default http://127.0.0.1:8000)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON, for scripts")]
+
+
+def _gateway(url: str | None) -> str:
+    return (url or get_settings().url_of("gateway")).rstrip("/")
+
+
+def _headers() -> dict[str, str]:
+    key = os.environ.get("MSARCH_API_KEY")
+    return {"X-API-Key": key} if key else {}
+
+
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]msarch:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return httpx.request(method, url, headers=_headers(), **kwargs)
+    except httpx.ConnectError:
+        _fail(f"cannot reach the gateway at {url.split('/api')[0]}: is the stack up? (`just up`)")
+    except httpx.TimeoutException:
+        _fail(f"no answer from {url} in time")
+
+
+def _problem(response: httpx.Response) -> NoReturn:
+    try:
+        body = response.json()
+        detail = body.get("detail") or ""
+        _fail(f"{response.status_code} {body.get('title', '')}: {detail}".rstrip(": "))
+    except ValueError:
+        _fail(f"{response.status_code}: {response.text[:200]}")
+
+
+@app.command()
+def up() -> None:
+    """Run the whole stack on this machine until Ctrl-C."""
+    from msarch.runner import run_stack
+
+    raise typer.Exit(asyncio.run(run_stack(get_settings())))
+
+
+@app.command()
+def batch(
+    size: Annotated[int | None, typer.Option("--size", "-n", help="items in the batch")] = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a batch of SIZE items and wait until it is stored."""
+    body = {} if size is None else {"size": size}
+    started = time.perf_counter()
+    timeout = get_settings().batch_timeout_s + 600
+    if as_json:
+        response = _request("POST", f"{_gateway(url)}/api/batch", json=body, timeout=timeout)
+    else:
+        with out.status(f"batch of {size or 'default'} items: publishing and waiting..."):
+            response = _request("POST", f"{_gateway(url)}/api/batch", json=body, timeout=timeout)
+    if response.status_code != 200:
+        if as_json:
+            print(response.text)
+            raise typer.Exit(1)
+        _problem(response)
+    result = response.json()
+    if as_json:
+        print(json.dumps(result))
+        return
+    seconds = time.perf_counter() - started
+    out.print(
+        f"[green]{result['status']}[/green] batch {result['batch_id']}: "
+        f"{result['size']} items in {result['elapsed_ms'] / 1000:.2f} s "
+        f"({result['size'] / max(seconds, 1e-9):,.0f} items/s)"
+    )
+
+
+@app.command()
+def batches(
+    offset: int = 0, limit: int = 20, url: UrlOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List stored batches, newest first."""
+    response = _request(
+        "GET", f"{_gateway(url)}/api/batch/batchkeys", params={"offset": offset, "limit": limit}
+    )
+    if response.status_code != 200:
+        _problem(response)
+    ids = response.json()
+    if as_json:
+        print(json.dumps(ids))
+        return
+    for batch_id in ids:
+        out.print(batch_id)
+    if not ids:
+        out.print("no stored batches")
+
+
+@app.command()
+def values(
+    batch_id: str,
+    offset: int = 0,
+    limit: Annotated[int | None, typer.Option(help="at most this many items")] = 100,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the key/values of a stored batch, in item order."""
+    params: dict[str, int] = {"offset": offset}
+    if limit is not None:
+        params["limit"] = limit
+    response = _request(
+        "GET", f"{_gateway(url)}/api/batch/batchvalues/{batch_id}", params=params, timeout=120
+    )
+    if response.status_code != 200:
+        _problem(response)
+    items = response.json()
+    if as_json:
+        print(json.dumps(items))
+        return
+    table = Table("#", "key", "value")
+    for index, item in enumerate(items, start=offset):
+        table.add_row(str(index), item["key"], item["value"])
+    out.print(table)
+
+
+@app.command()
+def roundtrip(key: str, value: str, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Send KEY=VALUE and print its websocket echo and the latency."""
+    from msarch.client import roundtrip_once
+
+    try:
+        echo, latency_ms = asyncio.run(roundtrip_once(_gateway(url), key, value, _headers()))
+    except ConnectionError as exc:
+        _fail(str(exc))
+    except RuntimeError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps({"echo": echo, "latency_ms": latency_ms}))
+        return
+    out.print_json(data=echo)
+    out.print(f"round trip: {latency_ms:.1f} ms")
+
+
+@app.command()
+def health(url: UrlOpt = None, as_json: JsonOpt = False) -> None:
+    """Show every service and dependency."""
+    response = _request("GET", f"{_gateway(url)}/health", timeout=10)
+    body = response.json()
+    if as_json:
+        print(json.dumps(body))
+        raise typer.Exit(0 if response.status_code == 200 else 1)
+    table = Table("service", "status", "broker", "redis")
+    table.add_row("gateway", "ok", "-", "-")
+    for service, state in body.get("upstreams", {}).items():
+        table.add_row(
+            service, state.get("status", "?"), state.get("broker", "-"), state.get("redis", "-")
+        )
+    out.print(table)
+    if response.status_code != 200:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    sys.exit(app())

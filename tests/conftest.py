@@ -1,0 +1,45 @@
+"""Fixtures shared by every test: a private namespace per run, and the real stack."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from msarch.settings import Settings
+from tests.utils.infra import delete_namespace, isolated_settings
+from tests.utils.stack import Stack
+
+
+@pytest.fixture(scope="session")
+async def stack() -> AsyncIterator[Stack]:
+    """The five services as processes, in a namespace of their own, shared by a session."""
+    settings = isolated_settings()
+    running = Stack(settings)
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+        await delete_namespace(settings.namespace)
+
+
+@pytest.fixture
+async def private_stack() -> AsyncIterator[Stack]:
+    """A stack for one test that kills or stops services."""
+    settings = isolated_settings(batch_timeout_s=8.0, assembly_timeout_s=5.0)
+    running = Stack(settings)
+    try:
+        await running.start()
+        yield running
+    finally:
+        await running.stop()
+        await delete_namespace(settings.namespace)
+
+
+@pytest.fixture
+async def settings() -> AsyncIterator[Settings]:
+    """Settings with a fresh namespace, cleaned up after the test."""
+    value = isolated_settings()
+    try:
+        yield value
+    finally:
+        await delete_namespace(value.namespace)

@@ -1,0 +1,67 @@
+"""Unit fixtures: a private namespace in Redis db 9, and the real handlers on a TestRabbitBroker.
+
+No service process runs here. Redis is the real server (the Lua scripts are
+the code under test); the broker is FastStream's in-memory TestRabbitBroker.
+Only keys under the test's own namespace are ever deleted, found with SCAN.
+"""
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Callable
+from uuid import uuid4
+
+import pytest
+
+from msarch.bus import Bus
+from msarch.service import Runtime
+from msarch.settings import Settings
+from msarch.storage import Store
+
+TEST_REDIS_URL = os.environ.get("MSARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+StoreFactory = Callable[[], Store]
+RuntimeFactory = Callable[[str], Runtime]
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A prefix no other test run uses; everything this test writes lives under it."""
+    return f"test-{uuid4().hex[:12]}-"
+
+
+@pytest.fixture
+def unit_settings(namespace: str) -> Settings:
+    return Settings(namespace=namespace, redis_url=TEST_REDIS_URL)
+
+
+@pytest.fixture
+async def store(unit_settings: Settings) -> AsyncIterator[Store]:
+    """A Store on the real Redis (db 9) in the test's namespace; its keys are removed after."""
+    value = Store.from_url(unit_settings.redis_url, unit_settings.namespace)
+    try:
+        yield value
+    finally:
+        namespace = unit_settings.namespace
+        assert namespace.startswith("test-"), "only test namespaces are deleted"
+        keys = [key async for key in value.redis.scan_iter(match=f"{namespace}*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await value.redis.unlink(*keys[start : start + 500])
+        await value.close()
+
+
+@pytest.fixture
+def fresh_store(store: Store, namespace: str) -> StoreFactory:
+    """A new, empty Store on every call (one per Hypothesis example), under the test's prefix."""
+    counter = itertools.count()
+    return lambda: Store(store.redis, f"{namespace}{next(counter)}-")
+
+
+@pytest.fixture
+def make_runtime(unit_settings: Settings, store: Store) -> RuntimeFactory:
+    """Runtime(service) as create_service builds it, with nothing connected."""
+
+    def make(service: str) -> Runtime:
+        bus = Bus(unit_settings, service=service)
+        return Runtime(name=service, settings=unit_settings, bus=bus, store=store)
+
+    return make

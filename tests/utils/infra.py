@@ -1,0 +1,80 @@
+"""Test isolation on shared servers: a private namespace, free ports, and cleanup of only ours."""
+
+import contextlib
+import os
+import socket
+from uuid import uuid4
+
+import aio_pika
+import redis.asyncio as aioredis
+
+from msarch import channels
+from msarch.settings import SERVICES, Settings
+
+TEST_REDIS_URL = os.environ.get("MSARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+BROKER_URL = os.environ.get("MSARCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def new_namespace() -> str:
+    return f"test-{uuid4().hex[:12]}-"
+
+
+def isolated_settings(namespace: str | None = None, **overrides: object) -> Settings:
+    """Settings for a private stack: own namespace, own ports, Redis db 9."""
+    ports = {f"{s}_port": free_port() for s in SERVICES}
+    values: dict[str, object] = {
+        "namespace": namespace or new_namespace(),
+        "redis_url": TEST_REDIS_URL,
+        "broker_url": BROKER_URL,
+        "graceful_timeout_s": 10.0,
+        **ports,
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    """The MSARCH_* environment that makes a child process use these settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"MSARCH_{name.upper()}"] = str(value)
+    return env
+
+
+async def delete_namespace(namespace: str) -> None:
+    """Remove the Redis keys and broker objects of one namespace, nothing else."""
+    assert namespace.startswith("test-"), "only test namespaces are deleted"
+    client = aioredis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{namespace}*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    connection = await aio_pika.connect(BROKER_URL)
+    async with connection:
+        for channel in channels.ALL:
+            name = f"{namespace}{channel.name}"
+            for queue in (name, f"{name}.dead"):
+                with contextlib.suppress(Exception):
+                    amqp = await connection.channel()
+                    await amqp.queue_delete(queue)
+            with contextlib.suppress(Exception):
+                amqp = await connection.channel()
+                await amqp.exchange_delete(name)
+        with contextlib.suppress(Exception):
+            amqp = await connection.channel()
+            await amqp.exchange_delete(f"{namespace}msarch.dead")
