@@ -82,16 +82,23 @@ async def create_batch(
             batch_id, BatchStatus.DatabaseOperationFailed, f"publishing failed: {exc}"
         )
         raise Problem(
-            503, "Service Unavailable", f"the broker did not take the batch: {exc}",
-            headers={"Retry-After": "2"}, batch_id=str(batch_id),
+            503,
+            "Service Unavailable",
+            f"the broker did not take the batch: {exc}",
+            headers={"Retry-After": "2"},
+            batch_id=str(batch_id),
         ) from exc
     finally:
         WAITERS.forget(batch_id)
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     if status is not BatchStatus.Done:
         raise Problem(
-            400, status.value, detail or status.value,
-            batch_id=str(batch_id), batch_status=status.value, elapsed_ms=elapsed_ms,
+            400,
+            status.value,
+            detail or status.value,
+            batch_id=str(batch_id),
+            batch_status=status.value,
+            elapsed_ms=elapsed_ms,
         )
     return BatchDone(batch_id=batch_id, status=status, size=size, elapsed_ms=elapsed_ms)
 

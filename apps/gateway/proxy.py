@@ -5,6 +5,7 @@ problem+json with Retry-After: never a 500, never a hang.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -23,8 +24,16 @@ log = logging.getLogger("msarch.gateway")
 
 # Hop-by-hop headers (RFC 9110 7.6.1) are not forwarded.
 _HOP = {
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-    "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
 }
 # Set by the gateway's own server on the way out.
 _OWN = {"date", "server", REQUEST_ID_HEADER}
@@ -60,7 +69,8 @@ async def proxy_http(
         _relay(upstream),
         status_code=upstream.status_code,
         headers={
-            k: v for k, v in upstream.headers.items()
+            k: v
+            for k, v in upstream.headers.items()
             if k.lower() not in _HOP and k.lower() not in _OWN
         },
         background=BackgroundTask(upstream.aclose),
@@ -87,7 +97,9 @@ async def proxy_websocket(client: WebSocket, upstreams: Upstreams, service: str)
             additional_headers={REQUEST_ID_HEADER: request_id.get() or ""},
         )
     except (OSError, TimeoutError, InvalidStatus, websockets.InvalidHandshake) as exc:
-        log.warning("websocket upstream unreachable", extra={"upstream": service, "error": repr(exc)})
+        log.warning(
+            "websocket upstream unreachable", extra={"upstream": service, "error": repr(exc)}
+        )
         # 1013 Try Again Later, the websocket 503; closing before accept would be a bare 403.
         await client.accept()
         await client.close(code=1013, reason=f"{service} is unavailable")
@@ -96,7 +108,7 @@ async def proxy_websocket(client: WebSocket, upstreams: Upstreams, service: str)
     async with upstream:
         to_upstream = asyncio.create_task(_client_to_upstream(client, upstream))
         to_client = asyncio.create_task(_upstream_to_client(upstream, client))
-        done, pending = await asyncio.wait(
+        _, pending = await asyncio.wait(
             {to_upstream, to_client}, return_when=asyncio.FIRST_COMPLETED
         )
         for task in pending:
@@ -104,9 +116,7 @@ async def proxy_websocket(client: WebSocket, upstreams: Upstreams, service: str)
         await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _client_to_upstream(
-    client: WebSocket, upstream: websockets.ClientConnection
-) -> None:
+async def _client_to_upstream(client: WebSocket, upstream: websockets.ClientConnection) -> None:
     try:
         while True:
             message = await client.receive()
@@ -121,9 +131,7 @@ async def _client_to_upstream(
         await upstream.close()
 
 
-async def _upstream_to_client(
-    upstream: websockets.ClientConnection, client: WebSocket
-) -> None:
+async def _upstream_to_client(upstream: websockets.ClientConnection, client: WebSocket) -> None:
     try:
         async for frame in upstream:
             if isinstance(frame, str):
@@ -134,10 +142,8 @@ async def _upstream_to_client(
     except ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd else 1011
         reason = closed.rcvd.reason if closed.rcvd else "upstream connection lost"
-    try:
+    with contextlib.suppress(RuntimeError):  # the client has gone already
         await client.close(code=_sendable(code), reason=reason)
-    except RuntimeError:
-        pass  # the client has gone already
 
 
 def _sendable(code: int) -> int:

@@ -80,13 +80,13 @@ class Assembler:
             if not p.done.done():
                 p.done.set_result(None)
 
-    async def _reply(
-        self, batch_id: UUID, result: StageResult, correlation_id: str | None
-    ) -> None:
+    async def _reply(self, batch_id: UUID, result: StageResult, correlation_id: str | None) -> None:
         # A redelivered item of a finished batch replies again: the first reply may be lost.
         if result.outcome in ("completed", "invalidated"):
             log.info(
-                "batch %s", result.status.value, extra={"batch_id": str(batch_id), "stored": result.stored}
+                "batch %s",
+                result.status.value,
+                extra={"batch_id": str(batch_id), "stored": result.stored},
             )
         await self.runtime.bus.publish(
             channels.BATCH_REPLY,
@@ -110,7 +110,9 @@ async def sweep_stalled_batches(runtime: Runtime) -> None:
                 detail = f"received {stored} of {size} items, then none for {timeout:g} s"
                 status = await store.fail_batch(batch_id, BatchStatus.TimeoutExceeded, detail)
                 if status is BatchStatus.TimeoutExceeded:
-                    log.warning("batch timed out", extra={"batch_id": str(batch_id), "detail": detail})
+                    log.warning(
+                        "batch timed out", extra={"batch_id": str(batch_id), "detail": detail}
+                    )
                     await runtime.bus.publish(
                         channels.BATCH_REPLY,
                         BatchReply(batch_id=batch_id, status=status, detail=detail),

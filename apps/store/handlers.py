@@ -7,15 +7,12 @@ or loop them.
 
 import logging
 
-from faststream import Context
-from faststream.message import StreamMessage
-
 from apps.store.assembler import Assembler
 from msarch import channels
+from msarch.bus import Incoming
 from msarch.messages import BatchItem, KeyValue
 from msarch.resilience import until_redis_answers
 from msarch.service import Runtime
-
 
 log = logging.getLogger("msarch.store")
 
@@ -25,9 +22,7 @@ def subscribe(runtime: Runtime) -> None:
     assembler = Assembler(runtime)
 
     @bus.subscriber(channels.EVENT)
-    async def on_event(
-        kv: KeyValue, message: StreamMessage[object] = Context("message")
-    ) -> None:
+    async def on_event(kv: KeyValue, message: Incoming) -> None:
         correlation_id = message.correlation_id
         marker = await until_redis_answers(
             lambda: store.store_key_value(kv, correlation_id), runtime
@@ -45,8 +40,5 @@ def subscribe(runtime: Runtime) -> None:
         )
 
     @bus.subscriber(channels.BATCH)
-    async def on_batch_item(
-        item: BatchItem, message: StreamMessage[object] = Context("message")
-    ) -> None:
+    async def on_batch_item(item: BatchItem, message: Incoming) -> None:
         await assembler.add(item, message.correlation_id)
-

@@ -1,6 +1,7 @@
 """The connected websocket clients of this instance, and the fan-out to them."""
 
 import asyncio
+import contextlib
 import logging
 
 from fastapi import WebSocket
@@ -43,7 +44,5 @@ class Hub:
 
 
 async def _close_quietly(client: WebSocket) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the client is already gone
         await client.close(code=1011)
-    except Exception:  # noqa: S110 - the client is already gone
-        pass

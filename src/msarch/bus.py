@@ -19,12 +19,12 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from uuid import uuid4
 
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustExchange
-from faststream import AckPolicy
+from aio_pika.abc import AbstractExchange, AbstractRobustChannel
+from faststream import AckPolicy, Context
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import AckMessage
 from faststream.message import StreamMessage
@@ -52,6 +52,9 @@ CHANNEL_HEADER = "x-msarch-channel"
 DEAD_SUFFIX = ".dead"
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+Incoming = Annotated[StreamMessage[Any], Context("message")]
+"""The message being handled (ids, headers), whatever the broker: add `message: Incoming`."""
 
 # Errors that no redelivery can fix: the message itself is wrong.
 _POISON = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
@@ -257,13 +260,13 @@ class Bus:
             raise PublishError(f"{routing_key}: {failures[0]!r}") from failures[0]
         return confirmed
 
-    async def _default_exchange(self) -> AbstractRobustExchange:
+    async def _default_exchange(self) -> AbstractExchange:
         channel: AbstractRobustChannel = await self._publish_channel()
         return channel.default_exchange
 
     async def _publish_channel(self) -> AbstractRobustChannel:
         if getattr(self, "_stream_channel", None) is None:
-            connection = self.broker._connection  # noqa: SLF001 - the bus owns the broker
+            connection = self.broker._connection  # the bus owns the broker
             if connection is None:
                 raise PublishError("broker is not connected")
             self._stream_channel: AbstractRobustChannel | None = await connection.channel(
@@ -274,7 +277,9 @@ class Bus:
 
     # -- dead letters ------------------------------------------------------------
 
-    async def dead_letter(self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str) -> None:
+    async def dead_letter(
+        self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
+    ) -> None:
         """Route a message that cannot be processed to `<channel>.dead` with the reason."""
         await self.broker.publish(
             body,
@@ -313,8 +318,8 @@ class Bus:
     async def stop(self) -> None:
         await self.broker.stop()
 
-    async def ping(self, timeout: float = 2.0) -> bool:
-        return bool(await self.broker.ping(timeout=timeout))
+    async def ping(self) -> bool:
+        return bool(await self.broker.ping(timeout=2.0))
 
     async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
         """Drain `<channel>.dead` (for operators and tests): yields (body, reason)."""

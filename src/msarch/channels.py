@@ -25,9 +25,7 @@ class Channel:
 
 
 EVENT = Channel("event", Delivery.WORK, KeyValue, "roundtrip", "store")
-FORWARD_ROUNDTRIP = Channel(
-    "forward_roundtrip", Delivery.BROADCAST, KeyValue, "store", "websocket"
-)
+FORWARD_ROUNDTRIP = Channel("forward_roundtrip", Delivery.BROADCAST, KeyValue, "store", "websocket")
 BATCH = Channel("batch", Delivery.WORK, BatchItem, "batch", "store")
 BATCH_REPLY = Channel("batch_reply", Delivery.BROADCAST, BatchReply, "store", "batch")
 

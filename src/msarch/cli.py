@@ -14,7 +14,9 @@ from rich.table import Table
 
 from msarch.settings import get_settings
 
-app = typer.Typer(help="msarch: event-sourced microservices on a real broker.", no_args_is_help=True)
+app = typer.Typer(
+    help="msarch: event-sourced microservices on a real broker.", no_args_is_help=True
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -97,9 +99,7 @@ def batch(
 
 
 @app.command()
-def batches(
-    offset: int = 0, limit: int = 20, url: UrlOpt = None, as_json: JsonOpt = False
-) -> None:
+def batches(offset: int = 0, limit: int = 20, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """List stored batches, newest first."""
     response = _request(
         "GET", f"{_gateway(url)}/api/batch/batchkeys", params={"offset": offset, "limit": limit}

@@ -21,7 +21,9 @@ async def roundtrip_once(
     async with socket:
         started = time.perf_counter()
         async with httpx.AsyncClient(timeout=timeout_s, headers=headers) as http:
-            response = await http.post(gateway + "/api/roundtrip", json={"key": key, "value": value})
+            response = await http.post(
+                gateway + "/api/roundtrip", json={"key": key, "value": value}
+            )
         if response.status_code != 202:
             raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
         sent_id = response.json()["id"]

@@ -64,9 +64,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def on_problem(_: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
-            exc.status, exc.title, exc.detail, headers=exc.headers, **exc.extra
-        )
+        return problem_response(exc.status, exc.title, exc.detail, headers=exc.headers, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,4 +80,5 @@ def install(app: FastAPI) -> None:
             413: "Payload Too Large",
             401: "Unauthorized",
         }.get(exc.status_code, "Error")
-        return problem_response(exc.status_code, title, str(exc.detail), headers=exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(exc.status_code, title, str(exc.detail), headers=headers)

@@ -8,7 +8,7 @@ on shutdown lets in-flight messages finish (and be acked) before it closes.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -34,13 +34,9 @@ class Runtime:
     store: Store
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
 
-    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Run a background job for the life of the service."""
-        self.tasks.append(asyncio.create_task(job(), name=f"{self.name}:{job.__name__}"))
-
 
 Subscribe = Callable[[Runtime], None]
-Background = Callable[[Runtime], Awaitable[None]]
+Background = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -116,7 +112,7 @@ def create_service(
         app.state.runtime = runtime
         await bus.start()
         for job in background:
-            runtime.tasks.append(asyncio.create_task(job(runtime), name=f"{name}:{job}"))
+            runtime.tasks.append(asyncio.create_task(job(runtime), name=f"{name}:{job.__name__}"))
         log.info("started", extra={"instance": bus.instance})
         try:
             yield

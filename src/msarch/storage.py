@@ -47,16 +47,16 @@ return 'new'
 # KEYS: meta, staging, assembling, events. ARGV: batch id, status, detail, now ms, time
 _FAIL_BATCH = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status and string.find(' {final} ', ' ' .. status .. ' ', 1, true) then return status end
+if status and string.find(' __FINAL__ ', ' ' .. status .. ' ', 1, true) then return status end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'detail', ARGV[3], 'updated_at', ARGV[4],
   'stored', 0)
 redis.call('XADD', KEYS[4], '*', 'type', 'BatchFailed', 'message_id', ARGV[1] .. ':' .. ARGV[2],
   'correlation_id', '', 'time', ARGV[5], 'payload',
-  cjson.encode({{batch_id = ARGV[1], status = ARGV[2], detail = ARGV[3]}}))
+  cjson.encode({batch_id = ARGV[1], status = ARGV[2], detail = ARGV[3]}))
 return ARGV[2]
-""".format(final=_FINAL)
+""".replace("__FINAL__", _FINAL)
 
 # Stages items of one batch; the last missing item commits the batch.
 # KEYS: meta, staging, final, batches, assembling, events
@@ -67,9 +67,9 @@ local meta, staging, final, batches, assembling, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local batch_id, size, now, at, cid = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
 local status = redis.call('HGET', meta, 'status')
-if status and string.find(' {final} ', ' ' .. status .. ' ', 1, true) then
-  return {{status, 'ignored', tonumber(redis.call('HGET', meta, 'stored') or 0),
-    redis.call('HGET', meta, 'detail') or ''}}
+if status and string.find(' __FINAL__ ', ' ' .. status .. ' ', 1, true) then
+  return {status, 'ignored', tonumber(redis.call('HGET', meta, 'stored') or 0),
+    redis.call('HGET', meta, 'detail') or ''}
 end
 local function invalid(detail)
   redis.call('DEL', staging)
@@ -77,8 +77,8 @@ local function invalid(detail)
   redis.call('HSET', meta, 'status', 'Invalid', 'detail', detail, 'updated_at', now, 'stored', 0)
   redis.call('XADD', events, '*', 'type', 'BatchFailed', 'message_id', batch_id .. ':Invalid',
     'correlation_id', cid, 'time', at, 'payload',
-    cjson.encode({{batch_id = batch_id, status = 'Invalid', detail = detail}}))
-  return {{'Invalid', 'invalidated', 0, detail}}
+    cjson.encode({batch_id = batch_id, status = 'Invalid', detail = detail}))
+  return {'Invalid', 'invalidated', 0, detail}
 end
 local known = tonumber(redis.call('HGET', meta, 'size'))
 if size < 1 then return invalid('size ' .. ARGV[2] .. ' is not positive') end
@@ -93,13 +93,13 @@ for i = 6, #ARGV, 3 do
   if index < 0 or index >= size then
     return invalid('index ' .. ARGV[i] .. ' is outside 0..' .. (size - 1))
   end
-  local item = cjson.encode({{ARGV[i + 1], ARGV[i + 2]}})
+  local item = cjson.encode({ARGV[i + 1], ARGV[i + 2]})
   if redis.call('HSETNX', staging, ARGV[i], item) == 1 then
     outcome = 'staged'
     redis.call('XADD', events, '*', 'type', 'BatchItemStaged',
       'message_id', batch_id .. ':' .. ARGV[i], 'correlation_id', cid, 'time', at, 'payload',
-      cjson.encode({{batch_id = batch_id, index = index, size = size,
-        key = ARGV[i + 1], value = ARGV[i + 2]}}))
+      cjson.encode({batch_id = batch_id, index = index, size = size,
+        key = ARGV[i + 1], value = ARGV[i + 2]}))
   end
 end
 local stored = redis.call('HLEN', staging)
@@ -111,12 +111,12 @@ if stored == size then
   redis.call('HSET', meta, 'status', 'Done', 'committed_at', now)
   redis.call('XADD', events, '*', 'type', 'BatchCommitted', 'message_id', batch_id .. ':Done',
     'correlation_id', cid, 'time', at, 'payload',
-    cjson.encode({{batch_id = batch_id, size = size}}))
-  return {{'Done', 'completed', stored, ''}}
+    cjson.encode({batch_id = batch_id, size = size}))
+  return {'Done', 'completed', stored, ''}
 end
 redis.call('ZADD', assembling, now, batch_id)
-return {{'PendingDatabase', outcome, stored, ''}}
-""".format(final=_FINAL)
+return {'PendingDatabase', outcome, stored, ''}
+""".replace("__FINAL__", _FINAL)
 
 
 @dataclass(frozen=True)
@@ -244,10 +244,12 @@ class Store:
         """Batches being assembled that have had no new item for idle_s seconds."""
         cutoff = _now_ms() - int(idle_s * 1000)
         ids = await self.redis.zrangebyscore(self.key("assembling"), "-inf", cutoff, 0, 1000)
-        return [UUID(i) for i in ids]
+        return [UUID(str(i)) for i in ids]
 
     async def batch_state(self, batch_id: UUID) -> BatchState | None:
-        meta = await self.redis.hgetall(self.key("batch", str(batch_id), "meta"))
+        meta = cast(
+            dict[str, str], await self.redis.hgetall(self.key("batch", str(batch_id), "meta"))
+        )
         if not meta:
             return None
         return BatchState(
@@ -268,7 +270,7 @@ class Store:
     async def list_batches(self, offset: int = 0, limit: int = 50) -> list[str]:
         """Committed batch ids, newest first, from the index (never a KEYS scan)."""
         ids = await self.redis.zrevrange(self.key("batches"), offset, offset + limit - 1)
-        return list(ids)
+        return [str(i) for i in ids]
 
     async def batch_size(self, batch_id: UUID) -> int | None:
         """Fields in the final hash, or None if the batch was never committed."""
@@ -296,7 +298,10 @@ class Store:
     async def read_events(self, after: str | None = None, limit: int = 100) -> list[Event]:
         """A page of the log, oldest first, strictly after the given event id."""
         start = f"({after}" if after else "-"
-        entries = await self.redis.xrange(self.key("events"), start, "+", count=limit)
+        entries = cast(
+            list[tuple[str, dict[str, str]]],
+            await self.redis.xrange(self.key("events"), start, "+", count=limit),
+        )
         return [_event_of(entry_id, fields) for entry_id, fields in entries]
 
     async def last_event_id(self) -> str | None:

@@ -50,7 +50,10 @@ async def test_batch_is_stored_whole(stack: Stack, size: int) -> None:
         assert body["batch_id"] in listed.json()
         status = await client.get(f"{stack.gateway_url}/api/batch/{body['batch_id']}")
         assert status.json() == {
-            "batch_id": body["batch_id"], "status": "Done", "size": size, "stored": size,
+            "batch_id": body["batch_id"],
+            "status": "Done",
+            "size": size,
+            "stored": size,
             "detail": None,
         }
 
@@ -65,7 +68,9 @@ async def test_default_size_is_twenty(stack: Stack) -> None:
 @pytest.mark.parametrize("size", [0, -1, 1_000_001, "20", 2.5, None])
 async def test_bad_size_is_422(stack: Stack, size: object) -> None:
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{stack.gateway_url}/api/batch", json={"size": size} if size is not None else [1])
+        response = await client.post(
+            f"{stack.gateway_url}/api/batch", json={"size": size} if size is not None else [1]
+        )
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
 

@@ -13,7 +13,9 @@ from tests.utils.stack import Stack, wait_for
 pytestmark = pytest.mark.e2e
 
 
-async def _dead_letters(bus: Bus, channel: channels.Channel, expected: int) -> list[tuple[bytes, str]]:
+async def _dead_letters(
+    bus: Bus, channel: channels.Channel, expected: int
+) -> list[tuple[bytes, str]]:
     found: list[tuple[bytes, str]] = []
 
     async def drained() -> bool:

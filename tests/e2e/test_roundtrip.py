@@ -48,7 +48,9 @@ async def test_invalid_input_is_problem_json(stack: Stack) -> None:
     async with httpx.AsyncClient() as client:
         url = f"{stack.gateway_url}/api/roundtrip"
         cases = [
-            await client.post(url, content=b"{not json", headers={"content-type": "application/json"}),
+            await client.post(
+                url, content=b"{not json", headers={"content-type": "application/json"}
+            ),
             await client.post(url, json={"key": "", "value": "v"}),
             await client.post(url, json={"key": "k" * 513, "value": "v"}),
             await client.post(url, json={"key": "k", "value": "é" * 40_000}),
