@@ -9,7 +9,6 @@ import logging
 
 from apps.store.assembler import Assembler
 from msarch import channels
-from msarch.bus import Incoming
 from msarch.messages import BatchItem, KeyValue
 from msarch.resilience import until_redis_answers
 from msarch.service import Runtime
@@ -22,8 +21,8 @@ def subscribe(runtime: Runtime) -> None:
     assembler = Assembler(runtime)
 
     @bus.subscriber(channels.EVENT)
-    async def on_event(kv: KeyValue, message: Incoming) -> None:
-        correlation_id = message.correlation_id
+    async def on_event(kv: KeyValue) -> None:
+        correlation_id = bus.current_message().correlation_id
         marker = await until_redis_answers(
             lambda: store.store_key_value(kv, correlation_id), runtime
         )
@@ -40,5 +39,5 @@ def subscribe(runtime: Runtime) -> None:
         )
 
     @bus.subscriber(channels.BATCH)
-    async def on_batch_item(item: BatchItem, message: Incoming) -> None:
-        await assembler.add(item, message.correlation_id)
+    async def on_batch_item(item: BatchItem) -> None:
+        await assembler.add(item, bus.current_message().correlation_id)

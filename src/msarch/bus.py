@@ -18,13 +18,14 @@ Reliability rules applied to every channel on RabbitMQ:
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
-from faststream import AckPolicy, Context
+from faststream import AckPolicy
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import AckMessage
 from faststream.message import StreamMessage
@@ -38,8 +39,7 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
-from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
-from prometheus_client import REGISTRY
+from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
 from msarch.channels import Channel, Delivery
@@ -53,8 +53,13 @@ DEAD_SUFFIX = ".dead"
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
-Incoming = Annotated[StreamMessage[Any], Context("message")]
-"""The message being handled (ids, headers), whatever the broker: add `message: Incoming`."""
+
+
+CONSUMED = Counter(
+    "msarch_messages_consumed_total", "Messages handled", ["service", "channel", "outcome"]
+)
+HANDLING = Histogram("msarch_message_handling_seconds", "Handler time", ["service", "channel"])
+PUBLISHED = Counter("msarch_messages_published_total", "Messages confirmed", ["service", "channel"])
 
 # Errors that no redelivery can fix: the message itself is wrong.
 _POISON = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
@@ -87,8 +92,7 @@ class Bus:
             # One line per message is DEBUG: at a million items a batch, INFO would drown.
             log_level=logging.DEBUG,
             middlewares=(
-                _DeadLetterMiddleware.factory(self),
-                RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service),
+                _ConsumeMiddleware.factory(self),
             ),
         )
         self._dead_exchange = RabbitExchange(
@@ -163,6 +167,15 @@ class Bus:
             return handler
 
         return register
+
+    def current_message(self) -> StreamMessage[Any]:
+        """The message being handled (its ids and headers), inside a handler.
+
+        Read from the context directly: a `Context()` parameter costs a thread hop
+        per message in fast_depends, a third of the store's time at batch rates.
+        """
+        message: StreamMessage[Any] = self.broker.context.get_local("message")
+        return message
 
     # -- publishing --------------------------------------------------------------
 
@@ -336,14 +349,18 @@ def _death_reason(headers: dict[str, Any]) -> str:
     return f"broker: {reason}" if reason else "unknown"
 
 
-class _DeadLetterMiddleware(BaseMiddleware[Any, Any]):
-    """Dead-letters poison messages with the reason, instead of dropping or looping."""
+class _ConsumeMiddleware(BaseMiddleware[Any, Any]):
+    """Counts and times every message; dead-letters poison with the reason.
+
+    (FastStream's Prometheus middleware does more, at a quarter of the store's
+    throughput; these two metrics are what an operator of this system reads.)
+    """
 
     bus: Bus
 
     @classmethod
-    def factory(cls, bus: Bus) -> Callable[..., "_DeadLetterMiddleware"]:
-        def make(msg: Any, /, **kwargs: Any) -> _DeadLetterMiddleware:
+    def factory(cls, bus: Bus) -> Callable[..., "_ConsumeMiddleware"]:
+        def make(msg: Any, /, **kwargs: Any) -> _ConsumeMiddleware:
             middleware = cls(msg, **kwargs)
             middleware.bus = bus
             return middleware
@@ -353,31 +370,42 @@ class _DeadLetterMiddleware(BaseMiddleware[Any, Any]):
     async def consume_scope(
         self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
     ) -> Any:
+        channel = _channel_of(msg)
+        started = time.perf_counter()
+        outcome = "error"
         try:
-            return await call_next(msg)
+            result = await call_next(msg)
+            outcome = "ok"
+            return result
         except _POISON as exc:
-            await self._dead_letter(msg, f"invalid message: {_one_line(exc)}")
+            await self._dead_letter(msg, channel, f"invalid message: {_one_line(exc)}")
+            outcome = "dead-lettered"
         except Exception as exc:
             deliveries = int((msg.headers or {}).get("x-delivery-count", 0)) + 1
             if deliveries < self.bus.settings.delivery_limit:
                 raise  # nacked and redelivered
             await self._dead_letter(
-                msg, f"handler failed {deliveries} times, last error: {_one_line(exc)}"
+                msg, channel, f"handler failed {deliveries} times, last error: {_one_line(exc)}"
             )
+            outcome = "dead-lettered"
+        finally:
+            CONSUMED.labels(self.bus.service, channel, outcome).inc()
+            HANDLING.labels(self.bus.service, channel).observe(time.perf_counter() - started)
         raise AckMessage
 
-    async def _dead_letter(self, msg: StreamMessage[Any], reason: str) -> None:
-        raw = msg.raw_message
-        routing_key = raw.routing_key or ""
-        channel_name = raw.exchange or routing_key
-        if not raw.exchange:
-            channel_name = routing_key
+    async def _dead_letter(self, msg: StreamMessage[Any], channel_name: str, reason: str) -> None:
         log.warning(
             "dead-lettering message",
             extra={"message_id": msg.message_id, "channel": channel_name, "reason": reason},
         )
         headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("x-")}
         await self.bus.dead_letter(channel_name, msg.body, headers, reason)
+
+
+def _channel_of(msg: StreamMessage[Any]) -> str:
+    """The namespaced channel a message came from: its exchange, or its queue."""
+    raw = msg.raw_message
+    return str(raw.exchange or raw.routing_key or "")
 
 
 def _one_line(exc: BaseException) -> str:

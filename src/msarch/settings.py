@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     api_key: str | None = None
 
     host: str = "127.0.0.1"
+    # Where the gateway finds a service that is not on MSARCH_HOST (in compose: by name).
+    gateway_url: str | None = None
+    roundtrip_url: str | None = None
+    batch_url: str | None = None
+    websocket_url: str | None = None
+    store_url: str | None = None
     gateway_port: int = 8000
     roundtrip_port: int = 8001
     batch_port: int = 8002
@@ -42,7 +48,8 @@ class Settings(BaseSettings):
         return port
 
     def url_of(self, service: str) -> str:
-        return f"http://{self.host}:{self.port_of(service)}"
+        override: str | None = getattr(self, f"{service}_url")
+        return override.rstrip("/") if override else f"http://{self.host}:{self.port_of(service)}"
 
 
 @lru_cache

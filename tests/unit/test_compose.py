@@ -69,9 +69,10 @@ def interpolate(node: Any, environment: Mapping[str, str]) -> Any:
         assert braced is not None, f"unsupported variable syntax: {match[0]!r}"
         name, operator, argument = braced["name"], braced["operator"], braced["argument"]
         value = environment.get(name)
-        is_set = value is not None and (value != "" or not operator.startswith(":"))
         if operator is None:
             return value or ""
+        # With a colon, an empty value counts as unset.
+        is_set = value is not None and (value != "" or not operator.startswith(":"))
         if operator.endswith("-"):
             return value if is_set and value is not None else argument
         if operator.endswith("+"):
