@@ -39,3 +39,17 @@ unit *args:
 # benchmarks (figures printed with the baseline measured in the same run)
 bench *args:
     {{bin}}/python -m bench {{args}}
+
+# open the docs (OpenAPI and AsyncAPI) of the running stack
+docs:
+    @echo "OpenAPI:  http://127.0.0.1:8000/docs"
+    @echo "AsyncAPI: http://127.0.0.1:8000/docs/asyncapi"
+    -xdg-open http://127.0.0.1:8000/docs 2>/dev/null || true
+
+# the whole stack in containers (needs a Docker engine with the compose plugin)
+compose-up:
+    docker compose -f infra/compose.yaml up --build -d
+
+# stop the container stack (volumes kept; add -v to drop them)
+compose-down:
+    docker compose -f infra/compose.yaml down

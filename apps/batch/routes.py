@@ -60,7 +60,7 @@ async def create_batch(
     started = time.perf_counter()
     reply_arrived = WAITERS.expect(batch_id)
     try:
-        await runtime.store.mark_pending(batch_id, size)
+        await runtime.store.request_batch(batch_id, size, request_id.get())
         await runtime.bus.publish_stream(
             channels.BATCH, _items(batch_id, size), correlation_id=request_id.get()
         )

@@ -47,9 +47,13 @@ function showConnection(state, delayMs) {
   else if (state === "connecting") status.textContent = "Connecting…";
   else {
     const until = Date.now() + delayMs;
+    // The countdown is hidden from screen readers: "Offline" is announced once, not every second.
+    const retry = document.createElement("span");
+    retry.setAttribute("aria-hidden", "true");
+    status.replaceChildren("Offline", retry);
     const tick = () => {
       const seconds = Math.max(0, Math.ceil((until - Date.now()) / 1000));
-      status.textContent = `Offline · retry in ${seconds} s`;
+      retry.textContent = ` · retry in ${seconds} s`;
     };
     tick();
     countdown = setInterval(tick, 1000);

@@ -2,6 +2,8 @@
 
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 30000;
+// A connection that is closed sooner than this (e.g. accepted, then 1013) still counts as a failure.
+const STABLE_MS = 5000;
 
 export class LiveSocket {
   // onFrame(frame) for every JSON frame; onState(state, detail) for "connecting",
@@ -28,14 +30,16 @@ export class LiveSocket {
     this.onState("connecting");
     const socket = new WebSocket(this.url());
     this.socket = socket;
+    let openedAt = null;
     socket.addEventListener("open", () => {
-      this.failures = 0;
+      openedAt = Date.now();
       this.onState("open");
     });
     socket.addEventListener("message", (event) => this.receive(event.data));
     socket.addEventListener("close", () => {
       if (this.socket !== socket) return;
       this.socket = null;
+      if (openedAt !== null && Date.now() - openedAt >= STABLE_MS) this.failures = 0;
       this.retry();
     });
   }

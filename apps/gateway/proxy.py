@@ -142,7 +142,9 @@ async def _upstream_to_client(upstream: websockets.ClientConnection, client: Web
     except ConnectionClosed as closed:
         code = closed.rcvd.code if closed.rcvd else 1011
         reason = closed.rcvd.reason if closed.rcvd else "upstream connection lost"
-    with contextlib.suppress(RuntimeError):  # the client has gone already
+    except WebSocketDisconnect:
+        return  # the client left; the other direction closes the upstream
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the client may be gone
         await client.close(code=_sendable(code), reason=reason)
 
 

@@ -20,6 +20,7 @@ def routes_of(settings: Settings) -> list[Route]:
     return [
         Route("/api/roundtrip", "roundtrip", 10.0),
         Route("/api/batch", "batch", settings.batch_timeout_s + settings.upstream_timeout_s),
+        Route("/api/events", "websocket", 10.0),
     ]
 
 

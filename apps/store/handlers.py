@@ -9,6 +9,7 @@ import logging
 
 from apps.store.assembler import Assembler
 from msarch import channels
+from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import BatchItem, KeyValue
 from msarch.resilience import until_redis_answers
 from msarch.service import Runtime
@@ -23,19 +24,24 @@ def subscribe(runtime: Runtime) -> None:
     @bus.subscriber(channels.EVENT)
     async def on_event(kv: KeyValue) -> None:
         correlation_id = bus.current_message().correlation_id
-        marker = await until_redis_answers(
+        state, event_id = await until_redis_answers(
             lambda: store.store_key_value(kv, correlation_id), runtime
         )
-        if marker == "forwarded":
+        if state == "forwarded":
             log.info("duplicate, already forwarded", extra={"message_id": str(kv.id)})
             return
+        # A crash between the write and this publish re-forwards on redelivery, same event id.
         await bus.publish(
-            channels.FORWARD_ROUNDTRIP, kv, message_id=str(kv.id), correlation_id=correlation_id
+            channels.FORWARD_ROUNDTRIP,
+            kv,
+            message_id=str(kv.id),
+            correlation_id=correlation_id,
+            headers={EVENT_ID_HEADER: event_id},
         )
         await until_redis_answers(lambda: store.mark_forwarded(kv), runtime)
         log.info(
-            "stored and forwarded" if marker == "new" else "re-forwarded after redelivery",
-            extra={"message_id": str(kv.id), "key": kv.key[:64]},
+            "stored and forwarded" if state == "new" else "re-forwarded after redelivery",
+            extra={"message_id": str(kv.id), "event_id": event_id, "key": kv.key[:64]},
         )
 
     @bus.subscriber(channels.BATCH)

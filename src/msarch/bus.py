@@ -49,10 +49,11 @@ log = logging.getLogger("msarch.bus")
 
 REASON_HEADER = "x-msarch-reason"
 CHANNEL_HEADER = "x-msarch-channel"
+EVENT_ID_HEADER = "x-msarch-event-id"
+"""The position in the event log of the fact a message announces."""
 DEAD_SUFFIX = ".dead"
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
 
 
 CONSUMED = Counter(
@@ -91,9 +92,7 @@ class Bus:
             logger=logging.getLogger(f"msarch.{service}.broker"),
             # One line per message is DEBUG: at a million items a batch, INFO would drown.
             log_level=logging.DEBUG,
-            middlewares=(
-                _ConsumeMiddleware.factory(self),
-            ),
+            middlewares=(_ConsumeMiddleware.factory(self),),
         )
         self._dead_exchange = RabbitExchange(
             f"{self.prefix}msarch.dead", type=ExchangeType.DIRECT, durable=True
@@ -186,6 +185,7 @@ class Bus:
         *,
         message_id: str | None = None,
         correlation_id: str | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm; raises PublishError otherwise."""
         try:
@@ -197,6 +197,7 @@ class Bus:
                     mandatory=True,
                     message_id=message_id,
                     correlation_id=correlation_id,
+                    headers=headers,
                     timeout=self.settings.upstream_timeout_s,
                 )
             else:
@@ -208,6 +209,7 @@ class Bus:
                     mandatory=False,
                     message_id=message_id,
                     correlation_id=correlation_id,
+                    headers=headers,
                     timeout=self.settings.upstream_timeout_s,
                 )
         except Exception as exc:

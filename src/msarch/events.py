@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict
 class EventType(StrEnum):
     KeyValueStored = "KeyValueStored"
     """A roundtrip key/value was stored (projection: kv:{key})."""
+    BatchRequested = "BatchRequested"
+    """A batch was created and its items are on their way (projection: batch meta)."""
     BatchItemStaged = "BatchItemStaged"
     """An item of a batch arrived for the first time (projection: staging)."""
     BatchCommitted = "BatchCommitted"

@@ -8,7 +8,7 @@ Layout, all under "{namespace}msarch:":
   batch:{id}:meta        status, size, stored, detail, timestamps
   batches                sorted index of committed batches, by commit time
   assembling             batches being assembled, by last activity (for timeouts)
-  msg:{message id}       idempotency marker: "stored", then "forwarded"
+  msg:{message id}       idempotency marker: state ("stored", then "forwarded") and event id
 
 Every write is a Lua script: the event is appended and the projections are
 updated together, or nothing is. A message seen before changes nothing.
@@ -33,14 +33,16 @@ IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 _FINAL = "Done Invalid TimeoutExceeded DatabaseOperationFailed"
 
 # KEYS: kv, msg marker, events. ARGV: value, message id, correlation id, time, payload, ttl
+# Returns {'new' | 'stored' | 'forwarded', event id}.
 _STORE_KV = """
-local seen = redis.call('GET', KEYS[2])
-if seen then return seen end
+local seen = redis.call('HMGET', KEYS[2], 'state', 'event')
+if seen[1] then return seen end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[3], '*', 'type', 'KeyValueStored', 'message_id', ARGV[2],
+local event = redis.call('XADD', KEYS[3], '*', 'type', 'KeyValueStored', 'message_id', ARGV[2],
   'correlation_id', ARGV[3], 'time', ARGV[4], 'payload', ARGV[5])
-redis.call('SET', KEYS[2], 'stored', 'EX', ARGV[6])
-return 'new'
+redis.call('HSET', KEYS[2], 'state', 'stored', 'event', event)
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+return {'new', event}
 """
 
 # Fails a batch unless it is already final.
@@ -57,6 +59,16 @@ redis.call('XADD', KEYS[4], '*', 'type', 'BatchFailed', 'message_id', ARGV[1] ..
   cjson.encode({batch_id = ARGV[1], status = ARGV[2], detail = ARGV[3]}))
 return ARGV[2]
 """.replace("__FINAL__", _FINAL)
+
+# KEYS: meta, events. ARGV: batch id, size, now ms, time, correlation id
+_REQUEST_BATCH = """
+if redis.call('HSETNX', KEYS[1], 'status', 'PendingConsume') == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'size', ARGV[2], 'created_at', ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'type', 'BatchRequested', 'message_id', ARGV[1] .. ':Requested',
+  'correlation_id', ARGV[5], 'time', ARGV[4], 'payload',
+  cjson.encode({batch_id = ARGV[1], size = tonumber(ARGV[2])}))
+return 1
+"""
 
 # Stages items of one batch; the last missing item commits the batch.
 # KEYS: meta, staging, final, batches, assembling, events
@@ -111,7 +123,7 @@ if stored == size then
   redis.call('HSET', meta, 'status', 'Done', 'committed_at', now)
   redis.call('XADD', events, '*', 'type', 'BatchCommitted', 'message_id', batch_id .. ':Done',
     'correlation_id', cid, 'time', at, 'payload',
-    cjson.encode({batch_id = batch_id, size = size}))
+    cjson.encode({batch_id = batch_id, size = size, committed_at = tonumber(now)}))
   return {'Done', 'completed', stored, ''}
 end
 redis.call('ZADD', assembling, now, batch_id)
@@ -154,6 +166,7 @@ class Store:
         self._store_kv: AsyncScript = client.register_script(_STORE_KV)
         self._stage_items: AsyncScript = client.register_script(_STAGE_ITEMS)
         self._fail_batch: AsyncScript = client.register_script(_FAIL_BATCH)
+        self._request_batch: AsyncScript = client.register_script(_REQUEST_BATCH)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "") -> "Store":
@@ -178,8 +191,14 @@ class Store:
 
     # -- roundtrip --------------------------------------------------------------
 
-    async def store_key_value(self, kv: KeyValue, correlation_id: str | None = None) -> str:
-        """Append KeyValueStored and set kv:{key}; 'new', or the marker of a repeat."""
+    async def store_key_value(
+        self, kv: KeyValue, correlation_id: str | None = None
+    ) -> tuple[str, str]:
+        """Append KeyValueStored and set kv:{key}, once per message id.
+
+        Returns ('new', event id), or for a message seen before its state
+        ('stored' or 'forwarded') and the event id it got the first time.
+        """
         message_id = str(kv.id)
         result = await self._store_kv(
             keys=[self.key("kv", kv.key), self.key("msg", message_id), self.key("events")],
@@ -192,10 +211,11 @@ class Store:
                 IDEMPOTENCY_TTL_S,
             ],
         )
-        return str(result)
+        state, event_id = result
+        return str(state), str(event_id)
 
     async def mark_forwarded(self, kv: KeyValue) -> None:
-        await self.redis.set(self.key("msg", str(kv.id)), "forwarded", keepttl=True)
+        await self.redis.hset(self.key("msg", str(kv.id)), "state", "forwarded")
 
     async def get_value(self, key: str) -> str | None:
         return cast(str | None, await self.redis.get(self.key("kv", key)))
@@ -260,12 +280,15 @@ class Store:
             detail=meta.get("detail") or None,
         )
 
-    async def mark_pending(self, batch_id: UUID, size: int) -> None:
-        """Record that a batch was created and its items are on their way."""
-        await self.redis.hsetnx(
-            self.key("batch", str(batch_id), "meta"), "status", BatchStatus.PendingConsume.value
+    async def request_batch(
+        self, batch_id: UUID, size: int, correlation_id: str | None = None
+    ) -> None:
+        """Append BatchRequested: the batch exists, its items are on their way."""
+        bid = str(batch_id)
+        await self._request_batch(
+            keys=[self.key("batch", bid, "meta"), self.key("events")],
+            args=[bid, size, _now_ms(), _iso_now(), correlation_id or ""],
         )
-        await self.redis.hsetnx(self.key("batch", str(batch_id), "meta"), "size", str(size))
 
     async def list_batches(self, offset: int = 0, limit: int = 50) -> list[str]:
         """Committed batch ids, newest first, from the index (never a KEYS scan)."""

@@ -5,23 +5,30 @@ pages are proven to work offline (no CDN). The client test clicks through both
 flows and saves the screenshots the README shows (docs/screenshot*.png).
 """
 
+import json
 import re
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    Page,
+    Route,
+    WebSocketRoute,
+    async_playwright,
+    expect,
+)
 
 from msarch.channels import ALL
-from tests.utils.stack import Stack
+from tests.utils.stack import Stack, wait_for
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs apt chromium"),
-]
+pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -134,7 +141,7 @@ async def test_client_roundtrip_and_batch_flows(stack: Stack, browser: Browser) 
         await expect(values).to_have_count(20)
         await expect(values.first).to_contain_text(f"{batch_id}_key_0")
         await expect(values.last).to_contain_text(f"{batch_id}_value_19")
-        await expect(page.get_by_test_id("values-range")).to_have_text("1–20 of 20")
+        await expect(page.get_by_test_id("values-range")).to_have_text("1\N{EN DASH}20 of 20")
 
         SCREENSHOTS.mkdir(exist_ok=True)
         await page.screenshot(path=SCREENSHOTS / "screenshot.png", full_page=True)
@@ -144,6 +151,50 @@ async def test_client_roundtrip_and_batch_flows(stack: Stack, browser: Browser) 
     finally:
         await context.close()
     assert offline.blocked == []
+
+
+async def test_client_reconnects_and_resumes_after_the_last_event_id(
+    stack: Stack, browser: Browser
+) -> None:
+    """The websocket is mocked here (route_web_socket): frames with event_id, then drops."""
+    offline = Offline()
+    context = await offline.open(browser)
+    sockets: list[WebSocketRoute] = []
+    connected_at: list[float] = []
+
+    def connect(socket: WebSocketRoute) -> None:
+        sockets.append(socket)
+        connected_at.append(time.monotonic())
+
+    try:
+        page, errors = await new_page(context)
+        await page.route_web_socket(re.compile(r"/ws(\?.*)?$"), connect)
+        await page.goto(stack.gateway_url + "/")
+        status = page.get_by_test_id("conn-status")
+        await expect(status).to_have_attribute("data-state", "open")
+        frame = {"id": str(uuid.uuid4()), "key": "from-another-tab", "value": "v"}
+        sockets[0].send(json.dumps({**frame, "accepted_at": "2026-01-01T00:00:00Z"}))
+        sockets[0].send(json.dumps({**frame, "id": str(uuid.uuid4()), "event_id": "17-0"}))
+        await expect(page.get_by_test_id("rt-list").locator("tr")).to_have_count(2)
+
+        await sockets[0].close(code=1011)
+        await wait_for(lambda: len(sockets) == 2, 10)
+        assert "after" not in sockets[0].url
+        assert sockets[1].url.endswith("/ws?after=17-0")
+        await expect(status).to_have_attribute("data-state", "open")
+
+        # Connections that drop at once (like the gateway's 1013) back off ever longer.
+        for dropped in (1, 2):
+            await sockets[dropped].close(code=1013)
+            await wait_for(lambda n=dropped: len(sockets) == n + 2, 10)
+        first_wait, second_wait = (
+            connected_at[2] - connected_at[1],
+            connected_at[3] - connected_at[2],
+        )
+        assert second_wait > first_wait * 1.3, (first_wait, second_wait)
+        assert errors == []
+    finally:
+        await context.close()
 
 
 async def test_client_shows_problem_title_and_detail(stack: Stack, browser: Browser) -> None:

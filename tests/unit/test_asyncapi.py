@@ -1,7 +1,7 @@
 """The AsyncAPI document is valid AsyncAPI 3.0 and describes every channel of the code.
 
 The schema is the official one from the npm package @asyncapi/specs 6.11.1
-(schemas/3.0.0.json, Apache-2.0, vendored under tests/schemas/).
+(schemas/3.0.0.json, Apache-2.0), vendored as tests/schemas/asyncapi-3.0.0.json.
 """
 
 import json
@@ -63,9 +63,9 @@ def test_every_channel_is_described(channel: Channel) -> None:
     described = document["channels"][channel.name]
     assert described["address"] == channel.name
     assert message in described["messages"]
-    payload = _resolve(document, _resolve(document, described["messages"][message]["$ref"])[
-        "payload"
-    ]["$ref"])
+    payload = _resolve(
+        document, _resolve(document, described["messages"][message]["$ref"])["payload"]["$ref"]
+    )
     assert set(payload["properties"]) == set(channel.payload.model_fields)
 
     operations = document["operations"]
