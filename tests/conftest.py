@@ -5,14 +5,21 @@ from collections.abc import AsyncIterator
 import pytest
 
 from msarch.settings import Settings
-from tests.utils.infra import delete_namespace, isolated_settings
+from tests.utils.infra import BROKERS, delete_namespace, isolated_settings
 from tests.utils.stack import Stack
 
 
+@pytest.fixture(scope="session", params=sorted(BROKERS))
+def backend(request: pytest.FixtureRequest) -> str:
+    """The broker behind the test: every integration test runs on RabbitMQ and on NATS."""
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="session")
-async def stack() -> AsyncIterator[Stack]:
+async def stack(backend: str) -> AsyncIterator[Stack]:
     """The five services as processes, in a namespace of their own, shared by a session."""
-    settings = isolated_settings()
+    settings = isolated_settings(broker_url=BROKERS[backend])
     running = Stack(settings)
     try:
         await running.start()
@@ -23,9 +30,11 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
-async def private_stack() -> AsyncIterator[Stack]:
+async def private_stack(backend: str) -> AsyncIterator[Stack]:
     """A stack for one test that kills or stops services."""
-    settings = isolated_settings(batch_timeout_s=8.0, assembly_timeout_s=5.0)
+    settings = isolated_settings(
+        broker_url=BROKERS[backend], batch_timeout_s=8.0, assembly_timeout_s=5.0
+    )
     running = Stack(settings)
     try:
         await running.start()
@@ -36,9 +45,9 @@ async def private_stack() -> AsyncIterator[Stack]:
 
 
 @pytest.fixture
-async def settings() -> AsyncIterator[Settings]:
+async def settings(backend: str) -> AsyncIterator[Settings]:
     """Settings with a fresh namespace, cleaned up after the test."""
-    value = isolated_settings()
+    value = isolated_settings(broker_url=BROKERS[backend])
     try:
         yield value
     finally:

@@ -50,6 +50,14 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "required": ["title", "status"],
 }
 
+API_KEY_SCHEME: dict[str, Any] = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-API-Key",
+    "description": "Required only when the gateway runs with MSARCH_API_KEY set "
+    "(then 401 problem+json without it). WS /ws takes it as ?api_key=.",
+}
+
 router = APIRouter(include_in_schema=False)
 
 
@@ -62,6 +70,9 @@ def public_openapi() -> dict[str, Any]:
         routes=[*roundtrip_router.routes, *batch_router.routes],
     )
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    schema["components"]["securitySchemes"] = {"ApiKey": API_KEY_SCHEME}
+    # Optional: {} (no key) or the key; a gateway with MSARCH_API_KEY set answers 401 without it.
+    schema["security"] = [{}, {"ApiKey": []}]
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             _describe_problems(operation, path, method)

@@ -1,21 +1,26 @@
 """The gateway's proxying: HTTP with a pooled client, websockets in both directions.
 
-An upstream that cannot be reached or does not answer in time gives 503
-problem+json with Retry-After: never a 500, never a hang.
+Each request goes to the next instance in round-robin order; one that cannot be
+connected to is marked (its circuit breaker counts it) and the next is tried,
+which is safe because nothing was sent. An upstream that does not answer in
+time, or no instance left to try, gives 503 problem+json with Retry-After:
+never a 500, never a hang.
 """
 
 import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 
 import httpx
 import websockets
 from fastapi import Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
+from apps.gateway.api_key import API_KEY_HEADER, API_KEY_QUERY
 from apps.gateway.upstreams import Route, Upstreams
 from msarch.observability import REQUEST_ID_HEADER, request_id
 from msarch.problems import unavailable
@@ -34,9 +39,11 @@ _HOP = {
     "upgrade",
     "host",
     "content-length",
+    API_KEY_HEADER.lower(),  # the gateway's own credential stays at the gateway
 }
 # Set by the gateway's own server on the way out.
 _OWN = {"date", "server", REQUEST_ID_HEADER}
+CONNECT_TIMEOUT_S = 2.0
 
 
 def _forward_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -46,34 +53,59 @@ def _forward_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, by
 async def proxy_http(
     request: Request, route: Route, upstreams: Upstreams, client: httpx.AsyncClient
 ) -> Response:
-    base = upstreams.resolve(route.service)
     headers = _forward_headers(request.headers.raw)
     headers.append((REQUEST_ID_HEADER.encode(), (request_id.get() or "").encode("latin-1")))
-    upstream_request = client.build_request(
-        request.method,
-        base + request.url.path,
-        params=request.url.query,
-        headers=headers,
-        content=request.stream(),
-        timeout=httpx.Timeout(route.timeout_s, connect=2.0),
-    )
-    try:
-        upstream = await client.send(upstream_request, stream=True)
-    except httpx.TimeoutException:
-        log.warning("upstream timed out", extra={"upstream": route.service})
-        return unavailable(f"{route.service} did not answer within {route.timeout_s:g} s")
-    except httpx.TransportError as exc:
-        log.warning("upstream unreachable", extra={"upstream": route.service, "error": repr(exc)})
-        return unavailable(f"{route.service} is unreachable")
-    return StreamingResponse(
-        _relay(upstream),
-        status_code=upstream.status_code,
-        headers={
-            k: v
-            for k, v in upstream.headers.items()
-            if k.lower() not in _HOP and k.lower() not in _OWN
-        },
-        background=BackgroundTask(upstream.aclose),
+    # Bodies are bounded by BodyLimit; holding one lets it go to a second instance.
+    body = await request.body()
+    timeout = httpx.Timeout(route.timeout_s, connect=CONNECT_TIMEOUT_S)
+    for base in upstreams.candidates(route.service):
+        if not upstreams.allows(base):
+            continue
+        upstream_request = client.build_request(
+            request.method,
+            base + request.url.path,
+            params=request.url.query,
+            headers=headers,
+            content=body,
+            timeout=timeout,
+        )
+        try:
+            upstream = await client.send(upstream_request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # Nothing was sent: safe to try the next instance.
+            upstreams.failed(base, f"{route.service} at {base}: {exc!r}")
+            continue
+        except httpx.TimeoutException:
+            upstreams.failed(base, f"{route.service} at {base} timed out")
+            log.warning("upstream timed out", extra={"upstream": route.service, "url": base})
+            return unavailable(f"{route.service} did not answer within {route.timeout_s:g} s")
+        except httpx.TransportError as exc:
+            # The request may have arrived: repeating it could do it twice.
+            upstreams.failed(base, f"{route.service} at {base}: {exc!r}")
+            log.warning("upstream broke off", extra={"upstream": route.service, "error": repr(exc)})
+            return unavailable(f"{route.service} is unreachable")
+        if upstream.status_code >= 500:
+            upstreams.failed(base, f"{route.service} at {base} answered {upstream.status_code}")
+        else:
+            upstreams.succeeded(base)
+        return StreamingResponse(
+            _relay(upstream),
+            status_code=upstream.status_code,
+            headers={
+                k: v
+                for k, v in upstream.headers.items()
+                if k.lower() not in _HOP and k.lower() not in _OWN
+            },
+            background=BackgroundTask(upstream.aclose),
+        )
+    return _no_instance(route.service, upstreams)
+
+
+def _no_instance(service: str, upstreams: Upstreams) -> Response:
+    log.warning("no healthy instance", extra={"upstream": service})
+    return unavailable(
+        f"{service} is unreachable: no healthy instance is left",
+        retry_after_s=upstreams.retry_after_s(service),
     )
 
 
@@ -87,19 +119,25 @@ async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
 
 
 async def proxy_websocket(client: WebSocket, upstreams: Upstreams, service: str) -> None:
-    url = upstreams.ws_url(service, client.url.path)
-    if client.url.query:
-        url += "?" + client.url.query
-    try:
-        upstream = await websockets.connect(
-            url,
-            open_timeout=5,
-            additional_headers={REQUEST_ID_HEADER: request_id.get() or ""},
-        )
-    except (OSError, TimeoutError, InvalidStatus, websockets.InvalidHandshake) as exc:
-        log.warning(
-            "websocket upstream unreachable", extra={"upstream": service, "error": repr(exc)}
-        )
+    query = urlencode([(k, v) for k, v in client.query_params.multi_items() if k != API_KEY_QUERY])
+    upstream: websockets.ClientConnection | None = None
+    for base in upstreams.candidates(service):
+        if not upstreams.allows(base):
+            continue
+        url = base.replace("http://", "ws://", 1) + client.url.path + (f"?{query}" if query else "")
+        try:
+            upstream = await websockets.connect(
+                url,
+                open_timeout=5,
+                additional_headers={REQUEST_ID_HEADER: request_id.get() or ""},
+            )
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            upstreams.failed(base, f"{service} at {base}: {exc!r}")
+            continue
+        upstreams.succeeded(base)
+        break
+    if upstream is None:
+        log.warning("no websocket upstream", extra={"upstream": service})
         # 1013 Try Again Later, the websocket 503; closing before accept would be a bare 403.
         await client.accept()
         await client.close(code=1013, reason=f"{service} is unavailable")

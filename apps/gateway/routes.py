@@ -7,6 +7,7 @@ import httpx
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
+from apps.gateway.api_key import API_KEY_QUERY, require_api_key, websocket_authorized
 from apps.gateway.proxy import proxy_http, proxy_websocket
 from apps.gateway.upstreams import Route, Upstreams
 from msarch.problems import Problem
@@ -40,10 +41,13 @@ def route_for(request: Request, path: str) -> Route:
 @router.get("/health", tags=["operations"], summary="The gateway and every service behind it")
 async def health(upstreams: UpstreamsDep, client: ClientDep) -> JSONResponse:
     async def check(service: str) -> tuple[str, object]:
+        instances = upstreams.candidates(service)
+        if not instances:
+            return service, {"status": "unreachable: no healthy instance"}
         try:
-            answer = await client.get(upstreams.resolve(service) + "/health", timeout=3)
-            return service, answer.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            answer = await client.get(instances[0] + "/health", timeout=3)
+            return service, {**answer.json(), "instances": len(instances)}
+        except (httpx.HTTPError, ValueError, TypeError) as exc:
             return service, {"status": f"unreachable: {type(exc).__name__}"}
 
     results = dict(await asyncio.gather(*(check(s) for s in SERVICES if s != "gateway")))
@@ -56,6 +60,7 @@ async def health(upstreams: UpstreamsDep, client: ClientDep) -> JSONResponse:
     "/api/{path:path}",
     methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
     include_in_schema=False,
+    dependencies=[Depends(require_api_key)],
 )
 async def api(request: Request, path: str, upstreams: UpstreamsDep, client: ClientDep) -> Response:
     route = route_for(request, "/api/" + path)
@@ -64,4 +69,10 @@ async def api(request: Request, path: str, upstreams: UpstreamsDep, client: Clie
 
 @router.websocket("/ws")
 async def ws(client: WebSocket) -> None:
+    if not websocket_authorized(client):
+        # Accept, then 1008 Policy Violation: a browser sees the code and the reason,
+        # while a refused handshake would only show it an opaque 1006.
+        await client.accept()
+        await client.close(code=1008, reason=f"API key required: add ?{API_KEY_QUERY}=...")
+        return
     await proxy_websocket(client, client.app.state.upstreams, "websocket")

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
+_UNPARSABLE = "There was an error parsing the body"
 
 
 class Problem(Exception):
@@ -80,5 +81,8 @@ def install(app: FastAPI) -> None:
             413: "Payload Too Large",
             401: "Unauthorized",
         }.get(exc.status_code, "Error")
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE:
+            # FastAPI's answer to a body that is not even text: it is invalid input.
+            return problem_response(422, "Invalid input", "the body is not valid UTF-8 JSON")
         headers = dict(exc.headers) if exc.headers else None
         return problem_response(exc.status_code, title, str(exc.detail), headers=headers)

@@ -117,9 +117,7 @@ async def compare(live: Store, rebuilt: Store, report: Report) -> None:
     index_live = await live.redis.zrange(live.key("batches"), 0, -1, withscores=True)
     index_rebuilt = await rebuilt.redis.zrange(rebuilt.key("batches"), 0, -1, withscores=True)
     if index_live != index_rebuilt:
-        report.differ(
-            f"batch index: live {len(index_live)} entries, rebuilt {len(index_rebuilt)}"
-        )
+        report.differ(f"batch index: live {len(index_live)} entries, rebuilt {len(index_rebuilt)}")
     async for metas in _scan(live, "batch:*:meta"):
         for meta in metas:
             await _compare_batch(live, rebuilt, meta.removesuffix(":meta"), report)

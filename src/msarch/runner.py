@@ -173,13 +173,13 @@ class Supervisor:
 async def check_infrastructure(settings: Settings) -> list[str]:
     """One clear line for each dependency that cannot be reached."""
     problems: list[str] = []
-    from msarch.bus import Bus
+    from msarch.bus import create_bus
     from msarch.storage import Store
 
-    bus = Bus(settings, service="runner")
+    bus = create_bus(settings, service="runner")
     try:
         async with asyncio.timeout(5):
-            await bus.broker.connect()
+            await bus.connect()
     except Exception as exc:
         problems.append(
             f"cannot reach the broker at {_safe(settings.broker_url)} ({_reason(exc)}): "

@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from msarch import problems
-from msarch.bus import Bus
+from msarch.bus import Bus, create_bus
+from msarch.discovery import registered
 from msarch.limits import BodyLimit
 from msarch.observability import RequestContext, configure_logging
 from msarch.settings import Settings, get_settings
@@ -101,7 +102,7 @@ def create_service(
     settings = settings or get_settings()
     configure_logging(name, settings.log_level)
     log = logging.getLogger(f"msarch.{name}")
-    bus = Bus(settings, service=name)
+    bus = create_bus(settings, service=name)
     store = Store.from_url(settings.redis_url, settings.namespace)
     runtime = Runtime(name=name, settings=settings, bus=bus, store=store)
     if subscribe is not None:
@@ -115,7 +116,9 @@ def create_service(
             runtime.tasks.append(asyncio.create_task(job(runtime), name=f"{name}:{job.__name__}"))
         log.info("started", extra={"instance": bus.instance})
         try:
-            yield
+            # Deregistered first on the way out, so the gateway stops sending before we drain.
+            async with registered(name, settings, settings.port_of(name), instance=bus.instance):
+                yield
         finally:
             log.info("stopping: letting in-flight messages finish")
             await bus.stop()

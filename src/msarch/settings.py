@@ -14,6 +14,11 @@ class Settings(BaseSettings):
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     redis_url: str = "redis://127.0.0.1:6379/0"
     consul_url: str | None = None
+    # The address other machines reach this instance at, as registered in Consul.
+    # Unset: MSARCH_HOST, or this machine's primary IP when that is 0.0.0.0.
+    advertise_host: str | None = None
+    # How often the gateway re-reads the healthy instances from Consul.
+    discovery_interval_s: float = Field(default=2.0, gt=0)
     namespace: str = ""
 
     batch_size: int = Field(default=20, ge=1)

@@ -101,6 +101,8 @@ redis.call('HSET', meta, 'status', 'PendingDatabase', 'size', size)
 redis.call('HSETNX', meta, 'created_at', now)
 local outcome = 'duplicate'
 for i = 6, #ARGV, 3 do
+  -- Items after the completing one are ignored, as when they come one by one.
+  if redis.call('HLEN', staging) == size then break end
   local index = tonumber(ARGV[i])
   if index < 0 or index >= size then
     return invalid('index ' .. ARGV[i] .. ' is outside 0..' .. (size - 1))

@@ -28,12 +28,9 @@ async def _dead_letters(
 
 async def test_invalid_json_on_event_is_dead_lettered_and_store_keeps_serving(stack: Stack) -> None:
     async with connected_bus(stack.settings) as bus:
-        queue = bus.name(channels.EVENT)
-        await bus.broker.publish(b"{not json", queue=queue, persist=True)
-        await bus.broker.publish(
-            json.dumps({"id": "not-a-uuid", "key": "k", "value": "v"}).encode(),
-            queue=queue,
-            persist=True,
+        await bus.publish_raw(channels.EVENT, b"{not json")
+        await bus.publish_raw(
+            channels.EVENT, json.dumps({"id": "not-a-uuid", "key": "k", "value": "v"}).encode()
         )
         dead = await _dead_letters(bus, channels.EVENT, 2)
     bodies = {body for body, _ in dead}
@@ -55,11 +52,7 @@ async def test_invalid_json_on_event_is_dead_lettered_and_store_keeps_serving(st
 
 async def test_invalid_batch_item_is_dead_lettered(stack: Stack) -> None:
     async with connected_bus(stack.settings) as bus:
-        await bus.broker.publish(
-            json.dumps({"batch_id": "x", "index": -1}).encode(),
-            queue=bus.name(channels.BATCH),
-            persist=True,
-        )
+        await bus.publish_raw(channels.BATCH, json.dumps({"batch_id": "x", "index": -1}).encode())
         dead = await _dead_letters(bus, channels.BATCH, 1)
     assert len(dead) == 1
     assert "batch_id" in dead[0][1]

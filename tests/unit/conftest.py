@@ -12,12 +12,14 @@ from uuid import uuid4
 
 import pytest
 
-from msarch.bus import Bus
+from msarch.bus import create_bus
 from msarch.service import Runtime
 from msarch.settings import Settings
 from msarch.storage import Store
 
 TEST_REDIS_URL = os.environ.get("MSARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+# Unit tests run the RabbitMQ bus on TestRabbitBroker: nothing connects to this URL.
+RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 StoreFactory = Callable[[], Store]
 RuntimeFactory = Callable[[str], Runtime]
@@ -31,7 +33,7 @@ def namespace() -> str:
 
 @pytest.fixture
 def unit_settings(namespace: str) -> Settings:
-    return Settings(namespace=namespace, redis_url=TEST_REDIS_URL)
+    return Settings(namespace=namespace, redis_url=TEST_REDIS_URL, broker_url=RABBIT_URL)
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def make_runtime(unit_settings: Settings, store: Store) -> RuntimeFactory:
     """Runtime(service) as create_service builds it, with nothing connected."""
 
     def make(service: str) -> Runtime:
-        bus = Bus(unit_settings, service=service)
+        bus = create_bus(unit_settings, service=service)
         return Runtime(name=service, settings=unit_settings, bus=bus, store=store)
 
     return make

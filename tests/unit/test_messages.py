@@ -19,16 +19,7 @@ from msarch.messages import (
     KeyValueIn,
     item_of,
 )
-
-UNICODE_SAMPLES = [
-    "😀🚀👩‍👩‍👧‍👦🏳️‍🌈",  # emoji, ZWJ sequences and variation selectors
-    "e\u0301 a\u0308\u0323 \u0915\u094d\u0937",  # combining characters, unnormalised
-    "\u202eابجد עברית\u202c mixed",  # right-to-left text and bidi controls
-    "nul\x00in\x00the\x00middle\x00",
-    "\ufeffBOM \u200b zero-width \u00a0nbsp",
-    "tab\tnew\nline\r\nquote\"backslash\\",
-    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𐍈 \U0010fffd",  # astral plane up to the last code point
-]
+from tests.unit.text_samples import UNICODE_SAMPLES
 
 
 def _bytes(text: str) -> int:
@@ -141,7 +132,10 @@ def test_unicode_survives_the_wire_exactly(text: str) -> None:
 
 @pytest.mark.parametrize("text", UNICODE_SAMPLES)
 def test_unicode_from_http_json_is_kept_exactly(text: str) -> None:
-    for body in (json.dumps({"key": text, "value": text}), json.dumps({"key": text, "value": text}, ensure_ascii=False)):
+    for body in (
+        json.dumps({"key": text, "value": text}),
+        json.dumps({"key": text, "value": text}, ensure_ascii=False),
+    ):
         parsed = KeyValueIn.model_validate_json(body)
         assert (parsed.key, parsed.value) == (text, text)
 

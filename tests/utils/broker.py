@@ -3,15 +3,15 @@
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from msarch.bus import Bus
+from msarch.bus import Bus, create_bus
 from msarch.settings import Settings
 
 
 @asynccontextmanager
 async def connected_bus(settings: Settings) -> AsyncIterator[Bus]:
     """A bus of the test's own, connected but consuming nothing."""
-    bus = Bus(settings, service="test")
-    await bus.broker.connect()
+    bus = create_bus(settings, service="test")
+    await bus.connect()
     try:
         yield bus
     finally:

@@ -6,13 +6,18 @@ import socket
 from uuid import uuid4
 
 import aio_pika
+import nats
 import redis.asyncio as aioredis
+from nats.js.errors import NotFoundError
 
 from msarch import channels
 from msarch.settings import SERVICES, Settings
 
 TEST_REDIS_URL = os.environ.get("MSARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
-BROKER_URL = os.environ.get("MSARCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
+RABBIT_URL = os.environ.get("MSARCH_TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672/")
+NATS_URL = os.environ.get("MSARCH_TEST_NATS_URL", "nats://127.0.0.1:4222")
+BROKERS = {"rabbit": RABBIT_URL, "nats": NATS_URL}
+"""Every integration and end-to-end test runs on both backends."""
 
 
 def free_port() -> int:
@@ -32,7 +37,7 @@ def isolated_settings(namespace: str | None = None, **overrides: object) -> Sett
     values: dict[str, object] = {
         "namespace": namespace or new_namespace(),
         "redis_url": TEST_REDIS_URL,
-        "broker_url": BROKER_URL,
+        "broker_url": RABBIT_URL,
         "graceful_timeout_s": 10.0,
         **ports,
         **overrides,
@@ -64,7 +69,12 @@ async def delete_namespace(namespace: str) -> None:
             await client.unlink(*batch)
     finally:
         await client.aclose()
-    connection = await aio_pika.connect(BROKER_URL)
+    await _delete_rabbit(namespace)
+    await _delete_nats(namespace)
+
+
+async def _delete_rabbit(namespace: str) -> None:
+    connection = await aio_pika.connect(RABBIT_URL)
     async with connection:
         for channel in channels.ALL:
             name = f"{namespace}{channel.name}"
@@ -78,3 +88,14 @@ async def delete_namespace(namespace: str) -> None:
         with contextlib.suppress(Exception):
             amqp = await connection.channel()
             await amqp.exchange_delete(f"{namespace}msarch.dead")
+
+
+async def _delete_nats(namespace: str) -> None:
+    connection = await nats.connect(NATS_URL)
+    try:
+        js = connection.jetstream()
+        for kind in ("work", "broadcast", "dead"):
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(f"{namespace}msarch-{kind}")
+    finally:
+        await connection.close()

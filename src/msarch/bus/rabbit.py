@@ -1,37 +1,23 @@
-"""The message bus: the one place that knows which broker is behind the channels.
+"""RabbitMQ: quorum queues for work, fanout exchanges for broadcasts.
 
-Services ask for `bus.subscriber(channel)` and `bus.publish(channel, message)`;
-everything broker-specific (queues, exchanges, confirms, dead-lettering) is here.
-
-Reliability rules applied to every channel on RabbitMQ:
-- work channels (`event`, `batch`) are durable quorum queues with a delivery
-  limit and at-least-once dead-lettering into `<channel>.dead`;
-- broadcast channels (`forward_roundtrip`, `batch_reply`) are fanout exchanges,
-  each running instance has its own queue;
-- messages are persistent and every publish waits for the publisher confirm;
-  an unroutable work message raises instead of vanishing;
-- a message is acked only after its handler returned; a message that does not
-  decode or validate, or whose handler keeps failing, is dead-lettered with the
-  reason in the `x-msarch-reason` header, never silently dropped.
+- work channels are durable quorum queues with a delivery limit and
+  at-least-once dead-lettering into `<channel>.dead` (the broker's own safety
+  net; the consume middleware dead-letters first, with the reason);
+- broadcast channels are fanout exchanges; each running instance binds its own
+  exclusive queue, which goes away with the instance;
+- messages are persistent, every publish waits for the publisher confirm, and
+  an unroutable work message raises instead of vanishing.
 """
 
-import asyncio
-import json
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
-from uuid import uuid4
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
 from faststream import AckPolicy
-from faststream._internal.middlewares import BaseMiddleware
-from faststream.exceptions import AckMessage
 from faststream.message import StreamMessage
-from faststream.rabbit import (
-    Channel as AmqpChannel,
-)
+from faststream.rabbit import Channel as AmqpChannel
 from faststream.rabbit import (
     ExchangeType,
     QueueType,
@@ -39,45 +25,25 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
-from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from msarch import channels
+from msarch.bus.base import (
+    CHANNEL_HEADER,
+    DEAD_SUFFIX,
+    REASON_HEADER,
+    Bus,
+    Handler,
+    PublishError,
+    pipelined,
+)
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
 
-log = logging.getLogger("msarch.bus")
 
-REASON_HEADER = "x-msarch-reason"
-CHANNEL_HEADER = "x-msarch-channel"
-EVENT_ID_HEADER = "x-msarch-event-id"
-"""The position in the event log of the fact a message announces."""
-DEAD_SUFFIX = ".dead"
-
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-CONSUMED = Counter(
-    "msarch_messages_consumed_total", "Messages handled", ["service", "channel", "outcome"]
-)
-HANDLING = Histogram("msarch_message_handling_seconds", "Handler time", ["service", "channel"])
-PUBLISHED = Counter("msarch_messages_published_total", "Messages confirmed", ["service", "channel"])
-
-# Errors that no redelivery can fix: the message itself is wrong.
-_POISON = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
-
-
-class PublishError(RuntimeError):
-    """The broker did not confirm a message: it is not safe to report success."""
-
-
-class Bus:
-    """The broker behind the channels, as one object a service holds."""
-
+class RabbitBus(Bus):
     def __init__(self, settings: Settings, *, service: str) -> None:
-        self.settings = settings
-        self.service = service
-        self.instance = f"{service}-{uuid4().hex[:8]}"
-        self.prefix = settings.namespace
+        super().__init__(settings, service=service)
         self.broker = RabbitBroker(
             settings.broker_url,
             graceful_timeout=settings.graceful_timeout_s,
@@ -92,16 +58,14 @@ class Bus:
             logger=logging.getLogger(f"msarch.{service}.broker"),
             # One line per message is DEBUG: at a million items a batch, INFO would drown.
             log_level=logging.DEBUG,
-            middlewares=(_ConsumeMiddleware.factory(self),),
+            middlewares=(self.consume_middleware(),),
         )
         self._dead_exchange = RabbitExchange(
             f"{self.prefix}msarch.dead", type=ExchangeType.DIRECT, durable=True
         )
+        self._stream_channel: AbstractRobustChannel | None = None
 
     # -- names -----------------------------------------------------------------
-
-    def name(self, channel: Channel) -> str:
-        return f"{self.prefix}{channel.name}"
 
     def dead_letter_queue(self, channel: Channel) -> RabbitQueue:
         name = self.name(channel)
@@ -167,15 +131,6 @@ class Bus:
 
         return register
 
-    def current_message(self) -> StreamMessage[Any]:
-        """The message being handled (its ids and headers), inside a handler.
-
-        Read from the context directly: a `Context()` parameter costs a thread hop
-        per message in fast_depends, a third of the store's time at batch rates.
-        """
-        message: StreamMessage[Any] = self.broker.context.get_local("message")
-        return message
-
     # -- publishing --------------------------------------------------------------
 
     async def publish(
@@ -221,73 +176,53 @@ class Bus:
         messages: Iterable[tuple[str, BaseModel]],
         *,
         correlation_id: str | None = None,
-        on_confirmed: Callable[[int], None] | None = None,
     ) -> int:
-        """Publish many (message_id, message) pairs with pipelined confirms.
-
-        At most `publish_window` confirms are outstanding at once, so memory stays
-        flat however long `messages` is; returns how many were confirmed.
-        """
         if channel.delivery is not Delivery.WORK:
             raise ValueError("publish_stream is for work channels")
         exchange = await self._default_exchange()
         routing_key = self.name(channel)
-        window = asyncio.Semaphore(self.settings.publish_window)
-        failures: list[BaseException] = []
-        confirmed = 0
 
         async def send(message_id: str, body: bytes) -> None:
-            nonlocal confirmed
-            try:
-                await exchange.publish(
-                    Message(
-                        body,
-                        content_type="application/json",
-                        delivery_mode=DeliveryMode.PERSISTENT,
-                        message_id=message_id,
-                        correlation_id=correlation_id,
-                        app_id=self.service,
-                    ),
-                    routing_key=routing_key,
-                    mandatory=True,
-                    timeout=self.settings.upstream_timeout_s,
-                )
-                confirmed += 1
-                if on_confirmed is not None:
-                    on_confirmed(confirmed)
-            except BaseException as exc:  # collected and re-raised below
-                failures.append(exc)
-            finally:
-                window.release()
+            await exchange.publish(
+                Message(
+                    body,
+                    content_type="application/json",
+                    delivery_mode=DeliveryMode.PERSISTENT,
+                    message_id=message_id,
+                    correlation_id=correlation_id,
+                    app_id=self.service,
+                ),
+                routing_key=routing_key,
+                mandatory=True,
+                timeout=self.settings.upstream_timeout_s,
+            )
 
-        tasks: set[asyncio.Task[None]] = set()
-        for message_id, message in messages:
-            await window.acquire()
-            if failures:
-                window.release()
-                break
-            task = asyncio.create_task(send(message_id, message.model_dump_json().encode()))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
-        if failures:
-            raise PublishError(f"{routing_key}: {failures[0]!r}") from failures[0]
-        return confirmed
+        encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
+        try:
+            return await pipelined(encoded, send, self.settings.publish_window)
+        except PublishError as exc:
+            raise PublishError(f"{routing_key}: {exc}") from exc
+
+    async def publish_raw(self, channel: Channel, body: bytes) -> None:
+        if channel.delivery is Delivery.WORK:
+            await self.broker.publish(body, queue=self.name(channel), persist=True)
+        else:
+            await self.broker.publish(
+                body, exchange=self._broadcast_exchange(channel), persist=True, mandatory=False
+            )
 
     async def _default_exchange(self) -> AbstractExchange:
         channel: AbstractRobustChannel = await self._publish_channel()
         return channel.default_exchange
 
     async def _publish_channel(self) -> AbstractRobustChannel:
-        if getattr(self, "_stream_channel", None) is None:
+        if self._stream_channel is None:
             connection = self.broker._connection  # the bus owns the broker
             if connection is None:
                 raise PublishError("broker is not connected")
-            self._stream_channel: AbstractRobustChannel | None = await connection.channel(
+            self._stream_channel = await connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
-        assert self._stream_channel is not None
         return self._stream_channel
 
     # -- dead letters ------------------------------------------------------------
@@ -323,21 +258,19 @@ class Bus:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def start(self) -> None:
-        from msarch import channels
-
+    async def connect(self) -> None:
         await self.broker.connect()
         await self.declare(channels.ALL)
-        await self.broker.start()
 
-    async def stop(self) -> None:
-        await self.broker.stop()
+    def deliveries(self, msg: StreamMessage[Any]) -> int:
+        # Quorum queues count deliveries in this header (absent on the first one).
+        return int((msg.headers or {}).get("x-delivery-count", 0)) + 1
 
-    async def ping(self) -> bool:
-        return bool(await self.broker.ping(timeout=2.0))
+    def channel_of(self, msg: StreamMessage[Any]) -> str:
+        raw = msg.raw_message
+        return str(raw.exchange or raw.routing_key or "")
 
     async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
-        """Drain `<channel>.dead` (for operators and tests): yields (body, reason)."""
         queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
         while (message := await queue.get(fail=False, timeout=5)) is not None:
             headers = message.headers or {}
@@ -349,66 +282,3 @@ class Bus:
 def _death_reason(headers: dict[str, Any]) -> str:
     reason = headers.get("x-first-death-reason")
     return f"broker: {reason}" if reason else "unknown"
-
-
-class _ConsumeMiddleware(BaseMiddleware[Any, Any]):
-    """Counts and times every message; dead-letters poison with the reason.
-
-    (FastStream's Prometheus middleware does more, at a quarter of the store's
-    throughput; these two metrics are what an operator of this system reads.)
-    """
-
-    bus: Bus
-
-    @classmethod
-    def factory(cls, bus: Bus) -> Callable[..., "_ConsumeMiddleware"]:
-        def make(msg: Any, /, **kwargs: Any) -> _ConsumeMiddleware:
-            middleware = cls(msg, **kwargs)
-            middleware.bus = bus
-            return middleware
-
-        return make
-
-    async def consume_scope(
-        self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
-    ) -> Any:
-        channel = _channel_of(msg)
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            result = await call_next(msg)
-            outcome = "ok"
-            return result
-        except _POISON as exc:
-            await self._dead_letter(msg, channel, f"invalid message: {_one_line(exc)}")
-            outcome = "dead-lettered"
-        except Exception as exc:
-            deliveries = int((msg.headers or {}).get("x-delivery-count", 0)) + 1
-            if deliveries < self.bus.settings.delivery_limit:
-                raise  # nacked and redelivered
-            await self._dead_letter(
-                msg, channel, f"handler failed {deliveries} times, last error: {_one_line(exc)}"
-            )
-            outcome = "dead-lettered"
-        finally:
-            CONSUMED.labels(self.bus.service, channel, outcome).inc()
-            HANDLING.labels(self.bus.service, channel).observe(time.perf_counter() - started)
-        raise AckMessage
-
-    async def _dead_letter(self, msg: StreamMessage[Any], channel_name: str, reason: str) -> None:
-        log.warning(
-            "dead-lettering message",
-            extra={"message_id": msg.message_id, "channel": channel_name, "reason": reason},
-        )
-        headers = {k: v for k, v in (msg.headers or {}).items() if not k.startswith("x-")}
-        await self.bus.dead_letter(channel_name, msg.body, headers, reason)
-
-
-def _channel_of(msg: StreamMessage[Any]) -> str:
-    """The namespaced channel a message came from: its exchange, or its queue."""
-    raw = msg.raw_message
-    return str(raw.exchange or raw.routing_key or "")
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:1000] or type(exc).__name__

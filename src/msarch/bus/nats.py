@@ -1,0 +1,270 @@
+"""NATS JetStream: file-backed streams, durable pull consumers for work, one consumer per
+instance for broadcasts.
+
+- `<ns>msarch-work` holds `event` and `batch` with work-queue retention: a
+  message is gone once acked. One durable pull consumer per channel is shared by
+  every instance (competing consumers), max_deliver bounds redelivery.
+- `<ns>msarch-broadcast` holds `forward_roundtrip` and `batch_reply` for an
+  hour; every instance reads it with its own consumer from "new" on.
+- `<ns>msarch-dead` holds `<channel>.dead` subjects, work-queue retention.
+- Every publish waits for the stream's PubAck and carries Nats-Msg-Id, so a
+  publish retried within the duplicate window is stored once.
+
+Durability: streams use file storage, but the server decides when it fsyncs
+(`sync_interval`, 2 min by default). The embedded server that `msarch up`
+starts runs with `sync_interval: always`; see README for a shared server.
+"""
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.message import StreamMessage
+from faststream.nats import JStream, NatsBroker, PullSub
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import (
+    AckPolicy as JsAckPolicy,
+)
+from nats.js.api import (
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError
+from pydantic import BaseModel
+
+from msarch import channels
+from msarch.bus.base import (
+    CHANNEL_HEADER,
+    DEAD_SUFFIX,
+    REASON_HEADER,
+    Bus,
+    Handler,
+    PublishError,
+    pipelined,
+)
+from msarch.channels import Channel, Delivery
+from msarch.settings import Settings
+
+log = logging.getLogger("msarch.bus.nats")
+
+MSG_ID = "Nats-Msg-Id"
+BROADCAST_MAX_AGE_S = 3600.0
+DUPLICATE_WINDOW_S = 120.0
+ACK_WAIT_S = 30.0
+
+
+class NatsBus(Bus):
+    def __init__(self, settings: Settings, *, service: str) -> None:
+        super().__init__(settings, service=service)
+        self.broker = NatsBroker(
+            settings.broker_url,
+            graceful_timeout=settings.graceful_timeout_s,
+            max_reconnect_attempts=-1,  # keep trying: an outage delays, it does not kill
+            reconnect_time_wait=1,
+            logger=logging.getLogger(f"msarch.{service}.broker"),
+            log_level=logging.DEBUG,
+            middlewares=(self.consume_middleware(),),
+        )
+        stream = self._stream_name
+        self.work = JStream(
+            stream("work"),
+            subjects=[self.name(c) for c in channels.ALL if c.delivery is Delivery.WORK],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            declare=False,
+        )
+        self.broadcast = JStream(
+            stream("broadcast"),
+            subjects=[self.name(c) for c in channels.ALL if c.delivery is Delivery.BROADCAST],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=BROADCAST_MAX_AGE_S,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            declare=False,
+        )
+        self.dead = JStream(
+            stream("dead"),
+            subjects=[self.name(c) + DEAD_SUFFIX for c in channels.ALL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            declare=False,
+        )
+
+    def _stream_name(self, kind: str) -> str:
+        # Stream names may not contain '.', '*', '>' or whitespace.
+        return f"{self.prefix}msarch-{kind}".replace(".", "_")
+
+    def _durable(self, channel: Channel, suffix: str = "") -> str:
+        return f"{self.prefix}{channel.name}{suffix}".replace(".", "_")
+
+    def _stream_of(self, channel: Channel) -> JStream:
+        return self.work if channel.delivery is Delivery.WORK else self.broadcast
+
+    # -- consuming ---------------------------------------------------------------
+
+    def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
+        if channel.delivery is Delivery.WORK:
+            sub = self.broker.subscriber(
+                self.name(channel),
+                stream=self.work,
+                durable=self._durable(channel),
+                # Each fetched batch is handled concurrently (the store coalesces it into
+                # one Redis pipeline) and acked before the next fetch.
+                pull_sub=PullSub(batch_size=self.settings.prefetch, timeout=5.0),
+                config=ConsumerConfig(
+                    ack_policy=JsAckPolicy.EXPLICIT,
+                    ack_wait=ACK_WAIT_S,
+                    max_deliver=self.settings.delivery_limit,
+                    max_ack_pending=self.settings.prefetch * 4,
+                ),
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                no_reply=True,
+            )
+        else:
+            sub = self.broker.subscriber(
+                self.name(channel),
+                stream=self.broadcast,
+                deliver_policy=DeliverPolicy.NEW,
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                no_reply=True,
+            )
+
+        def register(handler: Handler) -> Handler:
+            sub(handler)
+            return handler
+
+        return register
+
+    def deliveries(self, msg: StreamMessage[Any]) -> int:
+        return int(msg.raw_message.metadata.num_delivered)
+
+    def channel_of(self, msg: StreamMessage[Any]) -> str:
+        return str(msg.raw_message.subject)
+
+    # -- publishing --------------------------------------------------------------
+
+    async def publish(
+        self,
+        channel: Channel,
+        message: BaseModel,
+        *,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        all_headers = {k: str(v) for k, v in (headers or {}).items()}
+        if message_id:
+            all_headers[MSG_ID] = message_id
+        try:
+            await self.broker.publish(
+                message,
+                self.name(channel),
+                stream=self._stream_of(channel).name,
+                headers=all_headers,
+                correlation_id=correlation_id,
+                timeout=self.settings.upstream_timeout_s,
+            )
+        except Exception as exc:
+            raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+
+    async def publish_stream(
+        self,
+        channel: Channel,
+        messages: Iterable[tuple[str, BaseModel]],
+        *,
+        correlation_id: str | None = None,
+    ) -> int:
+        if channel.delivery is not Delivery.WORK:
+            raise ValueError("publish_stream is for work channels")
+        js = self._jetstream()
+        subject, stream = self.name(channel), self.work.name
+        base = {"content-type": "application/json"}
+        if correlation_id:
+            base["correlation_id"] = correlation_id
+
+        async def send(message_id: str, body: bytes) -> None:
+            await js.publish(
+                subject,
+                body,
+                stream=stream,
+                headers={**base, MSG_ID: message_id},
+                timeout=self.settings.upstream_timeout_s,
+            )
+
+        encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
+        try:
+            return await pipelined(encoded, send, self.settings.publish_window)
+        except PublishError as exc:
+            raise PublishError(f"{subject}: {exc}") from exc
+
+    async def publish_raw(self, channel: Channel, body: bytes) -> None:
+        await self._jetstream().publish(
+            self.name(channel), body, stream=self._stream_of(channel).name
+        )
+
+    # -- dead letters ------------------------------------------------------------
+
+    async def dead_letter(
+        self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
+    ) -> None:
+        await self._jetstream().publish(
+            channel_name + DEAD_SUFFIX,
+            body,
+            stream=self.dead.name,
+            headers={
+                **{k: str(v) for k, v in headers.items() if k != MSG_ID},
+                REASON_HEADER: reason[:2000],
+                CHANNEL_HEADER: channel_name,
+            },
+            timeout=self.settings.upstream_timeout_s,
+        )
+
+    async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
+        subscription = await self._jetstream().pull_subscribe(
+            self.name(channel) + DEAD_SUFFIX,
+            durable=self._durable(channel, "-dead"),
+            stream=self.dead.name,
+        )
+        try:
+            while True:
+                try:
+                    batch = await subscription.fetch(100, timeout=1)
+                except NatsTimeoutError:
+                    return
+                for message in batch:
+                    reason = (message.headers or {}).get(REASON_HEADER, "unknown")
+                    await message.ack()
+                    yield message.data, reason
+        finally:
+            await subscription.unsubscribe()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _jetstream(self) -> JetStreamContext:
+        connection = self.broker._connection  # the bus owns the broker
+        if connection is None:
+            raise PublishError("broker is not connected")
+        js: JetStreamContext = connection.jetstream()
+        return js
+
+    async def connect(self) -> None:
+        await self.broker.connect()
+        js = self._jetstream()
+        for stream in (self.work, self.broadcast, self.dead):
+            await _declare_stream(js, replace(stream.config, subjects=list(stream.subjects)))
+
+
+async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or bring an existing one to this configuration."""
+    try:
+        await js.add_stream(config=config)
+    except BadRequestError:
+        # It exists with another configuration (e.g. an older version): update it.
+        await js.update_stream(config=config)

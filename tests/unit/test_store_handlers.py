@@ -1,0 +1,362 @@
+"""The store's handlers (apps.store.handlers) on FastStream's TestRabbitBroker and the real Redis.
+
+The handlers are the real ones, built as the service builds them; messages go in
+on the namespaced channel names and what the store publishes onward is caught by
+subscribers on the broadcast exchanges and on the dead-letter queues.
+
+TestRabbitBroker delivers each message once, in the publisher's task: it does
+not redeliver, dead-letter by itself or persist. Where a test needs a
+redelivery it publishes the same message again, as the broker would.
+"""
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from faststream.rabbit import (
+    ExchangeType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitMessage,
+    RabbitQueue,
+    TestRabbitBroker,
+)
+
+from apps.store import assembler as assembler_module
+from apps.store.assembler import sweep_stalled_batches
+from apps.store.handlers import subscribe
+from msarch import channels
+from msarch.bus import CHANNEL_HEADER, EVENT_ID_HEADER, REASON_HEADER, PublishError
+from msarch.bus.rabbit import RabbitBus
+from msarch.channels import Channel
+from msarch.events import EventType
+from msarch.messages import BatchItem, BatchReply, BatchStatus, KeyValue, item_of
+from msarch.service import Runtime
+from msarch.storage import Store
+from tests.unit.conftest import RuntimeFactory
+
+
+@dataclass
+class Caught:
+    """A message the store published onward, as a subscriber received it."""
+
+    body: Any
+    message_id: str | None
+    correlation_id: str | None
+    headers: dict[str, Any]
+
+
+@dataclass
+class StoreHarness:
+    runtime: Runtime
+    broker: RabbitBroker
+    forwarded: list[Caught] = field(default_factory=list)
+    replies: list[Caught] = field(default_factory=list)
+    dead: dict[str, list[Caught]] = field(default_factory=dict)
+    replied: asyncio.Event = field(default_factory=asyncio.Event)
+    fail_forwards: int = 0
+    """How many forward publishes fail next (the fanout exchange refusing them)."""
+
+    @property
+    def bus(self) -> RabbitBus:
+        return _rabbit(self.runtime)
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    async def send(self, channel: Channel, body: Any, **options: Any) -> None:
+        await self.broker.publish(body, queue=self.bus.name(channel), **options)
+
+    def reply_statuses(self, batch_id: UUID) -> list[BatchStatus]:
+        return [
+            BatchReply.model_validate(c.body).status
+            for c in self.replies
+            if c.body["batch_id"] == str(batch_id)
+        ]
+
+
+def _rabbit(runtime: Runtime) -> RabbitBus:
+    assert isinstance(runtime.bus, RabbitBus), "unit tests run the RabbitMQ bus"
+    return runtime.bus
+
+
+def _catch(into: list[Caught], arrived: asyncio.Event | None = None) -> Callable[..., Any]:
+    async def caught(body: Any, message: RabbitMessage) -> None:
+        into.append(Caught(body, message.message_id, message.correlation_id, dict(message.headers)))
+        if arrived is not None:
+            arrived.set()
+
+    return caught
+
+
+def _listen(bus: RabbitBus, channel: Channel, into: list[Caught], arrived: asyncio.Event) -> None:
+    exchange = RabbitExchange(bus.name(channel), type=ExchangeType.FANOUT)
+    queue = RabbitQueue(f"{bus.name(channel)}.test-{uuid4().hex[:6]}", auto_delete=True)
+    bus.broker.subscriber(queue, exchange)(_catch(into, arrived))
+
+
+@pytest.fixture
+async def harness(make_runtime: RuntimeFactory) -> AsyncIterator[StoreHarness]:
+    runtime = make_runtime("store")
+    subscribe(runtime)
+    bus = _rabbit(runtime)
+    box = StoreHarness(runtime, bus.broker)
+    _listen(bus, channels.BATCH_REPLY, box.replies, box.replied)
+
+    forward_exchange = RabbitExchange(
+        bus.name(channels.FORWARD_ROUNDTRIP), type=ExchangeType.FANOUT
+    )
+    forward_queue = RabbitQueue(f"{bus.name(channels.FORWARD_ROUNDTRIP)}.test", auto_delete=True)
+
+    async def forwarded(body: Any, message: RabbitMessage) -> None:
+        if box.fail_forwards:
+            box.fail_forwards -= 1
+            raise ConnectionError("forward refused (simulated)")
+        box.forwarded.append(
+            Caught(body, message.message_id, message.correlation_id, dict(message.headers))
+        )
+
+    bus.broker.subscriber(forward_queue, forward_exchange)(forwarded)
+
+    dead_exchange = RabbitExchange(f"{bus.prefix}msarch.dead", type=ExchangeType.DIRECT)
+    for channel in (channels.EVENT, channels.BATCH):
+        box.dead[channel.name] = []
+        bus.broker.subscriber(bus.dead_letter_queue(channel), dead_exchange)(
+            _catch(box.dead[channel.name])
+        )
+
+    async with TestRabbitBroker(bus.broker) as broker:
+        box.broker = broker
+        yield box
+
+
+async def _logged(store: Store) -> list[EventType]:
+    return [e.type for e in await store.read_events(limit=10_000)]
+
+
+async def _marker(store: Store, kv: KeyValue) -> str | None:
+    state = await store.redis.hget(store.key("msg", str(kv.id)), "state")
+    return None if state is None else str(state)
+
+
+# -- event: store, forward, mark --------------------------------------------------------
+
+
+async def test_an_event_is_stored_forwarded_and_marked(harness: StoreHarness) -> None:
+    kv = KeyValue(key="greeting", value="héllo 😀\x00")
+    await harness.send(channels.EVENT, kv, message_id=str(kv.id), correlation_id="req-1")
+
+    assert await harness.store.get_value("greeting") == kv.value
+    assert await _marker(harness.store, kv) == "forwarded"
+    (event,) = await harness.store.read_events()
+    assert (event.type, event.message_id, event.correlation_id) == (
+        EventType.KeyValueStored,
+        str(kv.id),
+        "req-1",
+    )
+    (forwarded,) = harness.forwarded
+    assert KeyValue.model_validate(forwarded.body) == kv
+    assert (forwarded.message_id, forwarded.correlation_id) == (str(kv.id), "req-1")
+    # The websocket service uses it to resume clients and to drop re-forwards.
+    assert forwarded.headers[EVENT_ID_HEADER] == event.id
+
+
+async def test_a_repeated_event_is_neither_stored_nor_forwarded_again(
+    harness: StoreHarness,
+) -> None:
+    kv = KeyValue(key="k", value="v")
+    for _ in range(3):
+        await harness.send(channels.EVENT, kv, message_id=str(kv.id))
+    assert len(harness.forwarded) == 1
+    assert await _logged(harness.store) == [EventType.KeyValueStored]
+
+
+async def test_a_failed_forward_fails_the_handler_and_the_redelivery_forwards(
+    harness: StoreHarness,
+) -> None:
+    kv = KeyValue(key="k", value="v")
+    harness.fail_forwards = 1
+    # The handler fails, so the message is not acked: the broker would redeliver it.
+    with pytest.raises(PublishError, match="forward_roundtrip"):
+        await harness.send(channels.EVENT, kv, message_id=str(kv.id))
+    assert harness.forwarded == []
+    assert await harness.store.get_value("k") == "v"
+    assert await _marker(harness.store, kv) == "stored"
+
+    await harness.send(channels.EVENT, kv, message_id=str(kv.id))  # the redelivery
+    assert [KeyValue.model_validate(c.body) for c in harness.forwarded] == [kv]
+    assert await _marker(harness.store, kv) == "forwarded"
+    (event,) = await harness.store.read_events()
+    assert event.type is EventType.KeyValueStored
+    # Re-forwarded with the event id of the first write: clients see it once.
+    assert harness.forwarded[0].headers[EVENT_ID_HEADER] == event.id
+    assert harness.dead["event"] == []
+
+
+async def test_a_handler_failing_at_the_delivery_limit_is_dead_lettered(
+    harness: StoreHarness,
+) -> None:
+    kv = KeyValue(key="k", value="v")
+    limit = harness.runtime.settings.delivery_limit
+    harness.fail_forwards = 1
+    await harness.send(
+        channels.EVENT, kv, message_id=str(kv.id), headers={"x-delivery-count": limit - 1}
+    )
+    (dead,) = harness.dead["event"]
+    assert KeyValue.model_validate(dead.body) == kv
+    assert dead.headers[REASON_HEADER].startswith(f"handler failed {limit} times")
+    assert "forward refused" in dead.headers[REASON_HEADER]
+    assert dead.headers[CHANNEL_HEADER] == harness.bus.name(channels.EVENT)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json at all",
+        b'{"key": "k"',
+        {"key": "k"},
+        {"id": "not-a-uuid", "key": "k", "value": "v"},
+        {"key": "", "value": "v"},
+        {"key": "k" * 513, "value": "v"},
+        {"key": "k", "value": "é" * 40_000},
+        {"key": "k", "value": "v", "unexpected": True},
+    ],
+    ids=[
+        "not-json",
+        "truncated-json",
+        "no-value",
+        "bad-id",
+        "empty-key",
+        "key-513",
+        "value-over-64KiB",
+        "extra-field",
+    ],
+)
+async def test_a_poison_event_is_dead_lettered_with_its_reason(
+    harness: StoreHarness, body: Any
+) -> None:
+    await harness.send(channels.EVENT, body, message_id="poison-1")
+
+    (dead,) = harness.dead["event"]
+    assert dead.body == body
+    assert dead.headers[REASON_HEADER].startswith("invalid message:")
+    assert dead.headers[CHANNEL_HEADER] == harness.bus.name(channels.EVENT)
+    assert harness.forwarded == []
+    assert await _logged(harness.store) == []
+
+
+# -- batch: assemble, commit, reply ---------------------------------------------------------
+
+
+async def test_items_in_any_order_with_duplicates_commit_once_and_reply_done(
+    harness: StoreHarness,
+) -> None:
+    batch_id, size = uuid4(), 12
+    order = [*range(size), 3, 7, 0]
+    random.Random(7).shuffle(order)
+    last = max(order.index(i) for i in range(size))
+    for position, index in enumerate(order):
+        await harness.send(channels.BATCH, item_of(batch_id, index, size), correlation_id="b-1")
+        expected = [] if position < last else [BatchStatus.Done] * (position - last + 1)
+        assert harness.reply_statuses(batch_id) == expected, position
+
+    first = harness.replies[0]
+    assert (first.message_id, first.correlation_id) == (f"{batch_id}:Done", "b-1")
+    assert [kv async for kv in harness.store.iter_batch_values(batch_id)] == [
+        (f"{batch_id}_key_{i}", f"{batch_id}_value_{i}") for i in range(size)
+    ]
+    assert await harness.store.list_batches() == [str(batch_id)]
+    assert (await _logged(harness.store)).count(EventType.BatchCommitted) == 1
+
+
+async def test_an_item_contradicting_its_batch_makes_it_invalid(harness: StoreHarness) -> None:
+    batch_id = uuid4()
+    await harness.send(channels.BATCH, item_of(batch_id, 0, 3))
+    await harness.send(channels.BATCH, item_of(batch_id, 1, 5))
+
+    (reply,) = [BatchReply.model_validate(c.body) for c in harness.replies]
+    assert (reply.batch_id, reply.status) == (batch_id, BatchStatus.Invalid)
+    assert reply.detail == "an item says size 5, the batch has size 3"
+    # The missing items arriving later change nothing; each one answers Invalid again.
+    for index in (1, 2):
+        await harness.send(channels.BATCH, item_of(batch_id, index, 3))
+    assert harness.reply_statuses(batch_id) == [BatchStatus.Invalid] * 3
+    assert await harness.store.batch_size(batch_id) is None
+
+
+async def test_an_out_of_range_index_makes_the_batch_invalid(harness: StoreHarness) -> None:
+    batch_id = uuid4()
+    bad = BatchItem(batch_id=batch_id, index=4, size=4, key="k", value="v")
+    await harness.send(channels.BATCH, bad)
+    (reply,) = [BatchReply.model_validate(c.body) for c in harness.replies]
+    assert reply.status is BatchStatus.Invalid
+    assert reply.detail == "index 4 is outside 0..3"
+
+
+async def test_a_poison_batch_item_is_dead_lettered(harness: StoreHarness) -> None:
+    body = {"batch_id": str(uuid4()), "index": -1, "size": 2, "key": "k", "value": "v"}
+    await harness.send(channels.BATCH, body)
+    (dead,) = harness.dead["batch"]
+    assert dead.body == body
+    assert dead.headers[REASON_HEADER].startswith("invalid message:")
+    assert harness.replies == []
+
+
+async def test_concurrent_items_of_interleaved_batches_are_coalesced_and_complete(
+    harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = harness.store
+    calls: list[int] = []
+    stage_items = store.stage_items
+
+    async def counting(items: list[BatchItem], correlation_id: str | None = None) -> Any:
+        calls.append(len(items))
+        return await stage_items(items, correlation_id)
+
+    monkeypatch.setattr(store, "stage_items", counting)
+    sizes = {uuid4(): 40, uuid4(): 25, uuid4(): 1}
+    items = [item_of(bid, i, size) for bid, size in sizes.items() for i in range(size)]
+    random.Random(11).shuffle(items)
+
+    await asyncio.gather(*(harness.send(channels.BATCH, item) for item in items))
+
+    assert sum(calls) == len(items)
+    assert len(calls) < len(items), "items that arrive together are staged together"
+    for bid, size in sizes.items():
+        statuses = harness.reply_statuses(bid)
+        assert statuses
+        assert set(statuses) == {BatchStatus.Done}
+        assert await store.batch_size(bid) == size
+    assert sorted(await store.list_batches()) == sorted(str(b) for b in sizes)
+
+
+async def test_a_stalled_batch_times_out_and_replies(
+    harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(assembler_module, "SWEEP_INTERVAL_S", 0.02)
+    runtime = harness.runtime
+    runtime.settings = runtime.settings.model_copy(update={"assembly_timeout_s": 0.05})
+    batch_id = uuid4()
+    await harness.send(channels.BATCH, item_of(batch_id, 0, 2))
+
+    sweeper = asyncio.create_task(sweep_stalled_batches(runtime))
+    try:
+        await asyncio.wait_for(harness.replied.wait(), 10)
+    finally:
+        sweeper.cancel()
+        await asyncio.gather(sweeper, return_exceptions=True)
+
+    (reply,) = [BatchReply.model_validate(c.body) for c in harness.replies]
+    assert (reply.batch_id, reply.status) == (batch_id, BatchStatus.TimeoutExceeded)
+    assert reply.detail == "received 1 of 2 items, then none for 0.05 s"
+    assert harness.replies[0].message_id == f"{batch_id}:TimeoutExceeded"
+
+    # The missing item, arriving too late, is not stored: it answers TimeoutExceeded again.
+    await harness.send(channels.BATCH, item_of(batch_id, 1, 2))
+    assert harness.reply_statuses(batch_id) == [BatchStatus.TimeoutExceeded] * 2
+    assert await harness.store.batch_size(batch_id) is None

@@ -1,0 +1,340 @@
+"""The websocket service: the hub's fan-out and catch-up, its routes, its subscriber."""
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any, cast
+
+import httpx
+import pytest
+from fastapi import WebSocket, WebSocketDisconnect
+from faststream.rabbit import ExchangeType, RabbitExchange, TestRabbitBroker
+
+from apps.websocket import hub as hub_module
+from apps.websocket.handlers import HUB, frame_of, subscribe
+from apps.websocket.hub import Hub, position
+from apps.websocket.routes import router, ws
+from msarch import channels
+from msarch.bus import EVENT_ID_HEADER
+from msarch.messages import KeyValue
+from msarch.problems import PROBLEM_JSON
+from msarch.service import create_service
+from msarch.settings import Settings
+from msarch.storage import Store
+from tests.unit.conftest import RuntimeFactory
+
+
+class FakeSocket:
+    """Stands in for a starlette WebSocket: records frames; can be slow, broken or gated."""
+
+    def __init__(self, *, slow: bool = False, broken: bool = False, store: Store | None = None):
+        self.frames: list[str] = []
+        self.accepted = False
+        self.closed_with: int | None = None
+        self.slow = slow
+        self.broken = broken
+        self.leave = asyncio.Event()
+        self.gate: asyncio.Event | None = None
+        """When set, the first frame waits for it (a client slow during catch-up)."""
+        self.waiting = asyncio.Event()
+        self.listening = asyncio.Event()
+        self.sent = asyncio.Event()
+        self.app = SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(store=store)))
+
+    async def accept(self) -> None:
+        self.accepted = True
+
+    async def send_text(self, text: str) -> None:
+        if self.broken:
+            raise RuntimeError("connection reset (simulated)")
+        if self.slow:
+            await asyncio.Event().wait()
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            self.waiting.set()
+            await gate.wait()
+        self.frames.append(text)
+        self.sent.set()
+
+    async def receive_text(self) -> str:
+        self.listening.set()
+        await self.leave.wait()
+        raise WebSocketDisconnect(1000)
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.closed_with = code
+
+    @property
+    def ids(self) -> list[str | None]:
+        return [json.loads(frame).get("event_id") for frame in self.frames]
+
+
+def _ws(socket: FakeSocket) -> WebSocket:
+    return cast(WebSocket, socket)
+
+
+@pytest.fixture
+def fast_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(hub_module, "SEND_TIMEOUT_S", 0.05)
+    return 0.05
+
+
+def _frame(event_id: str | None, key: str = "k") -> str:
+    return json.dumps({"key": key, "event_id": event_id})
+
+
+# -- the hub ---------------------------------------------------------------------------
+
+
+async def test_push_reaches_every_live_client() -> None:
+    hub = Hub()
+    sockets = [FakeSocket() for _ in range(3)]
+    for socket in sockets:
+        hub.join(_ws(socket), catching_up=False)
+    assert await hub.push(_frame("1-0"), "1-0") == 3
+    assert await hub.push(_frame("1-1"), "1-1") == 3
+    assert all(s.ids == ["1-0", "1-1"] for s in sockets)
+    assert len(hub) == 3
+
+
+async def test_push_with_no_client_sends_nothing() -> None:
+    assert await Hub().push("{}", None) == 0
+
+
+async def test_the_same_event_pushed_twice_is_sent_once() -> None:
+    # The store re-forwards after a crash between its write and its ack.
+    hub = Hub()
+    socket = FakeSocket()
+    hub.join(_ws(socket), catching_up=False)
+    assert await hub.push(_frame("5-0"), "5-0") == 1
+    assert await hub.push(_frame("5-0"), "5-0") == 0
+    assert socket.ids == ["5-0"]
+
+
+async def test_frames_without_an_event_id_are_always_sent() -> None:
+    hub = Hub()
+    socket = FakeSocket()
+    hub.join(_ws(socket), catching_up=False)
+    await hub.push(_frame(None), None)
+    await hub.push(_frame(None), None)
+    assert socket.ids == [None, None]
+
+
+async def test_the_memory_of_pushed_events_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "RECENT_EVENTS", 3)
+    hub = Hub()
+    socket = FakeSocket()
+    hub.join(_ws(socket), catching_up=False)
+    for ms in range(5):
+        await hub.push(_frame(f"{ms}-0"), f"{ms}-0")
+    assert len(hub._recent) == 3
+    assert await hub.push(_frame("0-0"), "0-0") == 1  # forgotten, so sent again
+    assert await hub.push(_frame("4-0"), "4-0") == 0  # remembered
+
+
+async def test_a_slow_client_is_dropped_and_does_not_hold_up_the_others(
+    fast_timeout: float,
+) -> None:
+    hub = Hub()
+    slow, quick = FakeSocket(slow=True), FakeSocket()
+    hub.join(_ws(slow), catching_up=False)
+    hub.join(_ws(quick), catching_up=False)
+
+    async with asyncio.timeout(fast_timeout * 40):
+        sent = await hub.push(_frame("1-0"), "1-0")
+
+    assert sent == 1
+    assert quick.ids == ["1-0"]
+    assert slow.closed_with == 1011
+    assert len(hub) == 1
+    assert await hub.push(_frame("2-0"), "2-0") == 1
+
+
+async def test_a_broken_client_is_dropped_and_closed() -> None:
+    hub = Hub()
+    broken, fine = FakeSocket(broken=True), FakeSocket()
+    hub.join(_ws(broken), catching_up=False)
+    hub.join(_ws(fine), catching_up=False)
+    assert await hub.push(_frame("1-0"), "1-0") == 1
+    assert broken.closed_with == 1011
+    assert len(hub) == 1
+
+
+async def test_a_client_that_fails_to_close_is_still_dropped() -> None:
+    class Unclosable(FakeSocket):
+        async def close(self, code: int = 1000, reason: str | None = None) -> None:
+            raise RuntimeError("already gone")
+
+    hub = Hub()
+    hub.join(_ws(Unclosable(broken=True)), catching_up=False)
+    assert await hub.push(_frame("1-0"), "1-0") == 0
+    assert len(hub) == 0
+
+
+async def test_leaving_twice_is_harmless() -> None:
+    hub = Hub()
+    client = hub.join(_ws(FakeSocket()), catching_up=False)
+    hub.leave(client)
+    hub.leave(client)
+    assert len(hub) == 0
+
+
+async def test_frames_during_catch_up_are_held_then_sent_without_duplicates() -> None:
+    hub = Hub()
+    socket = FakeSocket()
+    client = hub.join(_ws(socket), catching_up=True)
+    # Live frames arrive while the log is being read: 7-0 the log gives too, 9-0 it does not.
+    assert await hub.push(_frame("7-0"), "7-0") == 0
+    assert await hub.push(_frame("9-0"), "9-0") == 0
+    assert socket.frames == []
+
+    await socket.send_text(_frame("7-0"))  # what the catch-up sent from the log
+    await hub.go_live(client, "7-0")
+    assert socket.ids == ["7-0", "9-0"]
+
+    await hub.push(_frame("10-0"), "10-0")
+    await hub.push(_frame("6-5"), "6-5")  # before the catch-up point: the log gave it
+    assert socket.ids == ["7-0", "9-0", "10-0"]
+
+
+def test_event_positions_compare_as_numbers() -> None:
+    assert position("1700000000000-0") == (1700000000000, 0)
+    assert position("5-3") < position("5-10") < position("6-0")
+    assert position("10-0") > position("9-99")
+    assert position("42") == (42, 0)
+
+
+# -- the route -----------------------------------------------------------------------------
+
+
+async def test_the_route_joins_while_connected_and_leaves_on_disconnect() -> None:
+    socket = FakeSocket()
+    before = len(HUB)
+    session = asyncio.create_task(ws(_ws(socket)))
+    try:
+        await asyncio.wait_for(socket.listening.wait(), 2)
+        assert socket.accepted
+        assert len(HUB) == before + 1
+        await HUB.push(_frame(None, "live"), None)
+        assert [json.loads(f)["key"] for f in socket.frames] == ["live"]
+    finally:
+        socket.leave.set()
+        await asyncio.wait_for(session, 2)
+    assert len(HUB) == before
+
+
+@pytest.mark.parametrize("after", ["", "abc", "1-2-3", "1700000000000-0; DROP", "-1"])
+async def test_the_route_refuses_a_malformed_after(after: str) -> None:
+    socket = FakeSocket()
+    before = len(HUB)
+    await asyncio.wait_for(ws(_ws(socket), after=after), 2)
+    assert socket.closed_with == 1008
+    assert len(HUB) == before
+
+
+async def test_a_resuming_client_gets_the_missed_events_then_live_ones_no_gap_no_duplicate(
+    store: Store,
+) -> None:
+    kvs = [KeyValue(key=f"k{i}", value=f"v{i}") for i in range(4)]
+    ids = [(await store.store_key_value(kv))[1] for kv in kvs]
+    socket = FakeSocket(store=store)
+    gate = socket.gate = asyncio.Event()  # the first catch-up frame is slow to go out
+    before = len(HUB)
+    session = asyncio.create_task(ws(_ws(socket), after=ids[0]))
+    try:
+        await asyncio.wait_for(socket.waiting.wait(), 2)
+        # While it catches up: a re-forward of a logged event, and a new one.
+        await HUB.push(frame_of(kvs[2], ids[2]), ids[2])
+        late = KeyValue(key="late", value="x")
+        _, late_id = await store.store_key_value(late)
+        await HUB.push(frame_of(late, late_id), late_id)
+        gate.set()
+        await asyncio.wait_for(socket.listening.wait(), 2)  # caught up and live
+        assert socket.ids == [*ids[1:], late_id]
+        frames = [json.loads(f) for f in socket.frames]
+        assert [f["key"] for f in frames] == ["k1", "k2", "k3", "late"]
+        assert (
+            KeyValue.model_validate({k: v for k, v in frames[0].items() if k != "event_id"})
+            == (kvs[1])
+        )
+    finally:
+        socket.leave.set()
+        await asyncio.wait_for(session, 2)
+    assert len(HUB) == before
+
+
+# -- GET /api/events ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def events_client(unit_settings: Settings, store: Store) -> Any:
+    # Depends on `store`: its teardown removes what the app wrote in the namespace.
+    app = create_service("websocket", routers=[router], settings=unit_settings)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://websocket") as client:
+        yield client, app.state.runtime.store
+    await app.state.runtime.store.close()
+
+
+async def test_events_are_paged_oldest_first(events_client: Any) -> None:
+    client, store = events_client
+    ids = [(await store.store_key_value(KeyValue(key=f"k{i}", value="v")))[1] for i in range(5)]
+
+    first = await client.get("/api/events", params={"limit": 2})
+    assert first.status_code == 200
+    page = first.json()
+    assert [e["id"] for e in page["events"]] == ids[:2]
+    assert page["next_after"] == ids[1]
+
+    rest = (await client.get("/api/events", params={"after": ids[1], "limit": 10})).json()
+    assert [e["payload"]["key"] for e in rest["events"]] == ["k2", "k3", "k4"]
+    assert rest["next_after"] is None
+
+
+@pytest.mark.parametrize(
+    "params", [{"after": "yesterday"}, {"limit": 0}, {"limit": 1001}, {"limit": "ten"}]
+)
+async def test_bad_event_queries_are_422_problems(
+    events_client: Any, params: dict[str, Any]
+) -> None:
+    client, _ = events_client
+    answer = await client.get("/api/events", params=params)
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == PROBLEM_JSON
+    assert answer.json()["title"] == "Invalid input"
+
+
+# -- the forward_roundtrip subscriber ----------------------------------------------------------
+
+
+async def test_a_forwarded_key_value_reaches_the_clients_once_with_its_event_id(
+    make_runtime: RuntimeFactory,
+) -> None:
+    runtime = make_runtime("websocket")
+    subscribe(runtime)
+    exchange = RabbitExchange(
+        runtime.bus.name(channels.FORWARD_ROUNDTRIP), type=ExchangeType.FANOUT
+    )
+    sockets = [FakeSocket(), FakeSocket()]
+    clients = [HUB.join(_ws(s), catching_up=False) for s in sockets]
+    kv = KeyValue(key="ключ 🔑", value="\u200fשלום\x00 e\u0301")
+    event_id = f"{1_700_000_000_000 + id(kv) % 1000}-{id(kv) % 97}"
+    try:
+        async with TestRabbitBroker(runtime.bus.broker) as broker:
+            for _ in range(2):  # the second is a re-forward of the same event
+                await broker.publish(
+                    kv,
+                    exchange=exchange,
+                    message_id=str(kv.id),
+                    headers={EVENT_ID_HEADER: event_id},
+                )
+    finally:
+        for client in clients:
+            HUB.leave(client)
+
+    for socket in sockets:
+        (frame,) = socket.frames
+        body = json.loads(frame)
+        assert body.pop("event_id") == event_id
+        assert KeyValue.model_validate(body) == kv
+        assert set(body) == {"id", "key", "value", "accepted_at"}
