@@ -13,9 +13,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
+from msarch.embedded import Embedded, free_port, is_local, port_is_free, port_of
 from msarch.settings import SERVICES, Settings
 
 Printer = Callable[[str, str], None]
@@ -128,7 +130,13 @@ class Supervisor:
         printer: Printer | None = plain_printer,
     ) -> None:
         self.settings = settings
-        self.processes = {s: ServiceProcess(s, settings, printer=printer) for s in services}
+        env = {
+            "MSARCH_BROKER_URL": settings.broker_url,
+            "MSARCH_REDIS_URL": settings.redis_url,
+        }
+        self.processes = {
+            s: ServiceProcess(s, settings, env=env, printer=printer) for s in services
+        }
         self.printer = printer
         self._stopping = asyncio.Event()
 
@@ -170,21 +178,18 @@ class Supervisor:
             self.printer(service, line)
 
 
-async def check_infrastructure(settings: Settings) -> list[str]:
-    """One clear line for each dependency that cannot be reached."""
-    problems: list[str] = []
+async def check_infrastructure(settings: Settings) -> dict[str, str]:
+    """What cannot be reached ("broker", "redis"), with the reason."""
     from msarch.bus import create_bus
     from msarch.storage import Store
 
+    problems: dict[str, str] = {}
     bus = create_bus(settings, service="runner")
     try:
         async with asyncio.timeout(5):
-            await bus.connect()
+            await bus.broker.connect()
     except Exception as exc:
-        problems.append(
-            f"cannot reach the broker at {_safe(settings.broker_url)} ({_reason(exc)}): "
-            "start RabbitMQ (`rabbitmq-server -detached`) or set MSARCH_BROKER_URL"
-        )
+        problems["broker"] = _reason(exc)
     finally:
         with contextlib.suppress(Exception):
             await bus.broker.stop()
@@ -193,14 +198,66 @@ async def check_infrastructure(settings: Settings) -> list[str]:
         async with asyncio.timeout(5):
             await store.ping()
     except Exception as exc:
-        problems.append(
-            f"cannot reach Redis at {_safe(settings.redis_url)} ({_reason(exc)}): "
-            "start redis-server or set MSARCH_REDIS_URL"
-        )
+        problems["redis"] = _reason(exc)
     finally:
         with contextlib.suppress(Exception):
             await store.close()
     return problems
+
+
+async def provide_infrastructure(settings: Settings) -> tuple[Settings, Embedded | None]:
+    """The settings to run with: as configured, or with embedded NATS/Redis where
+    nothing answers locally. Raises SystemExit(1) with one line each otherwise."""
+    problems = await check_infrastructure(settings)
+    if not problems:
+        return settings, None
+    hints = {
+        "broker": (
+            settings.broker_url,
+            "start RabbitMQ (`rabbitmq-server -detached`) or NATS, or set MSARCH_BROKER_URL",
+        ),
+        "redis": (settings.redis_url, "start redis-server or set MSARCH_REDIS_URL"),
+    }
+    local = {name: is_local(hints[name][0]) for name in problems}
+    if not settings.embedded or not all(local.values()):
+        for name, reason in problems.items():
+            url, hint = hints[name]
+            print(
+                f"msarch: cannot reach {name} at {_safe(url)} ({reason}): {hint}", file=sys.stderr
+            )
+        raise SystemExit(1)
+    embedded = Embedded(Path(settings.data_dir))
+    updates: dict[str, str] = {}
+    try:
+        if "broker" in problems:
+            port = (
+                port_of(settings.broker_url, 4222)
+                if settings.broker_url.startswith("nats")
+                else 4222
+            )
+            updates["broker_url"] = await embedded.start_nats(
+                port if port_is_free(port) else free_port()
+            )
+            print(
+                f"msarch: no broker at {_safe(settings.broker_url)}; started NATS JetStream at "
+                f"{updates['broker_url']} (data in {settings.data_dir}/nats, fsync always)",
+                flush=True,
+            )
+        if "redis" in problems:
+            port = port_of(settings.redis_url, 6379)
+            updates["redis_url"] = await embedded.start_redis(
+                port if port_is_free(port) else free_port()
+            )
+            print(
+                f"msarch: no Redis at {_safe(settings.redis_url)}; started Redis at "
+                f"{updates['redis_url']} (data in {settings.data_dir}/redis, AOF fsync always)",
+                flush=True,
+            )
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        await embedded.stop()
+        print(f"msarch: could not start embedded infrastructure: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+    return settings.model_copy(update=updates), embedded
 
 
 def _reason(exc: BaseException) -> str:
@@ -219,15 +276,23 @@ def _safe(url: str) -> str:
 
 
 async def run_stack(settings: Settings) -> int:
-    problems = await check_infrastructure(settings)
-    if problems:
-        for line in problems:
-            print(f"msarch: {line}", file=sys.stderr)
-        return 1
+    try:
+        settings, embedded = await provide_infrastructure(settings)
+    except SystemExit as exit_:
+        return int(exit_.code or 1)
     print(
         f"msarch: using broker {_safe(settings.broker_url)} and Redis {_safe(settings.redis_url)}",
         flush=True,
     )
+    try:
+        return await _run_services(settings)
+    finally:
+        if embedded is not None:
+            await embedded.stop()
+            print("msarch: embedded infrastructure stopped", flush=True)
+
+
+async def _run_services(settings: Settings) -> int:
     supervisor = Supervisor(settings)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()

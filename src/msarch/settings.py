@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     publish_window: int = Field(default=512, ge=1)
     upstream_timeout_s: float = Field(default=30.0, gt=0)
     log_level: str = "INFO"
+    # `msarch up` starts NATS and Redis of its own when none answer locally.
+    embedded: bool = True
+    data_dir: str = ".msarch"
 
     def port_of(self, service: str) -> int:
         port: int = getattr(self, f"{service}_port")
