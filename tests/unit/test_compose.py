@@ -296,9 +296,16 @@ def test_nats_is_optional_and_runs_jetstream(compose: Document) -> None:
     nats = compose["services"]["nats"]
     assert nats["image"].startswith("nats:2")
     assert nats["profiles"] == ["nats"]
-    assert "-js" in nats["command"]
-    assert nats["volumes"]
+    assert nats["command"] == ["-c", "/etc/nats/nats.conf"]
+    assert "./nats.conf:/etc/nats/nats.conf:ro" in nats["volumes"]
     assert nats["healthcheck"]["test"]
+
+
+def test_nats_fsyncs_every_write() -> None:
+    """JetStream's default sync_interval (2 min) can lose acknowledged messages."""
+    config = (INFRA / "nats.conf").read_text()
+    assert re.search(r"jetstream\s*\{[^}]*sync_interval:\s*always", config)
+    assert "store_dir: /data" in config
 
 
 @pytest.mark.parametrize("name", INFRA_SERVICES)
