@@ -53,3 +53,7 @@ compose-up:
 # stop the container stack (volumes kept; add -v to drop them)
 compose-down:
     docker compose -f infra/compose.yaml down
+
+# the fault-injection suite alone (also part of `just test`)
+faults *args:
+    {{bin}}/pytest tests/faults {{args}}
