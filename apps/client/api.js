@@ -62,4 +62,9 @@ export const api = {
       "GET",
       `/api/batch/batchvalues/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`,
     ),
+  events: (after, limit) =>
+    request(
+      "GET",
+      `/api/events?limit=${limit}${after ? `&after=${encodeURIComponent(after)}` : ""}`,
+    ),
 };

@@ -1,6 +1,8 @@
-// The msarch web client: roundtrips with live echo and latency, batches, stored batches.
+// The msarch web client: roundtrips with live echo and latency, batches, stored batches,
+// the event log.
 
 import { api, apiKey, setApiKey } from "./api.js";
+import { startEventLog } from "./event-log.js";
 import { LiveSocket } from "./live-socket.js";
 
 const BATCHES_PER_PAGE = 10;
@@ -274,8 +276,12 @@ function start() {
 
   // Browsers cannot set headers on a websocket: the key goes in the query instead.
   const query = () => (apiKey() ? { api_key: apiKey() } : {});
-  new LiveSocket({ onFrame, onState: showConnection, query }).connect();
+  const live = new LiveSocket({ onFrame, onState: showConnection, query });
+  live.connect();
+  // For the browser test (and the curious): drop the connection, count frames and duplicates.
+  window.msarchLive = live;
   loadBatches();
+  startEventLog();
 }
 
 start();

@@ -1,27 +1,50 @@
-// The websocket to /ws, reconnected with exponential backoff; resumes after the last event id.
+// The websocket to /ws, reconnected with exponential backoff; resumes after the events it has.
 
 const FIRST_DELAY_MS = 500;
 const MAX_DELAY_MS = 30000;
 // A connection that is closed sooner than this (e.g. accepted, then 1013) still counts as a failure.
 const STABLE_MS = 5000;
+// Event ids already passed on; a frame with one of them again is dropped.
+const SEEN_EVENTS = 4096;
+// Live frames may arrive a little out of log order: resume after the oldest of the last few,
+// so that none in between is skipped (the ones sent again are dropped as seen).
+const RESUME_WINDOW = 64;
+
+function position(eventId) {
+  const [ms, seq] = eventId.split("-").map(Number);
+  return [ms, seq || 0];
+}
+
+function before(a, b) {
+  const [pa, pb] = [position(a), position(b)];
+  return pa[0] < pb[0] || (pa[0] === pb[0] && pa[1] < pb[1]);
+}
 
 export class LiveSocket {
-  // onFrame(frame) for every JSON frame; onState(state, detail) for "connecting",
-  // "open", "waiting" (detail: ms until the next try).
+  // onFrame(frame) for every JSON frame, once per event id; onState(state, detail) for
+  // "connecting", "open", "waiting" (detail: ms until the next try).
   constructor({ onFrame, onState, query = () => ({}) }) {
     this.onFrame = onFrame;
     this.onState = onState;
     this.query = query;
-    this.lastEventId = null;
+    this.seen = new Set(); // insertion order: the oldest is dropped first
+    this.recent = []; // the last RESUME_WINDOW event ids received
+    this.received = 0;
+    this.duplicates = 0;
     this.failures = 0;
     this.socket = null;
+  }
+
+  get lastEventId() {
+    if (this.recent.length === 0) return null;
+    return this.recent.reduce((oldest, id) => (before(id, oldest) ? id : oldest));
   }
 
   url() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     const params = new URLSearchParams(this.query());
-    // A later version of /ws tags frames with event_id; resume after the last one seen.
-    if (this.lastEventId !== null) params.set("after", this.lastEventId);
+    const after = this.lastEventId;
+    if (after !== null) params.set("after", after);
     const search = params.toString();
     return `${scheme}://${location.host}/ws${search ? `?${search}` : ""}`;
   }
@@ -51,9 +74,20 @@ export class LiveSocket {
     } catch {
       return; // not ours to show: every frame of /ws is JSON
     }
-    if (frame && frame.event_id !== undefined && frame.event_id !== null) {
-      this.lastEventId = String(frame.event_id);
+    const eventId = frame?.event_id === undefined || frame?.event_id === null
+      ? null
+      : String(frame.event_id);
+    if (eventId !== null) {
+      if (this.seen.has(eventId)) {
+        this.duplicates += 1;
+        return;
+      }
+      this.seen.add(eventId);
+      if (this.seen.size > SEEN_EVENTS) this.seen.delete(this.seen.values().next().value);
+      this.recent.push(eventId);
+      if (this.recent.length > RESUME_WINDOW) this.recent.shift();
     }
+    this.received += 1;
     this.onFrame(frame);
   }
 

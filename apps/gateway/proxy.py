@@ -159,7 +159,9 @@ async def _client_to_upstream(client: WebSocket, upstream: websockets.ClientConn
         while True:
             message = await client.receive()
             if message["type"] == "websocket.disconnect":
-                await upstream.close(code=message.get("code", 1000))
+                # The client's own close: "no status" (1005) is a normal end for the upstream.
+                code = message.get("code", 1000)
+                await upstream.close(code=1000 if code == 1005 else _sendable(code))
                 return
             if message.get("text") is not None:
                 await upstream.send(message["text"])

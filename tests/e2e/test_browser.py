@@ -1,19 +1,24 @@
 """The web client and the docs in a real browser: Debian's Chromium driven by Playwright.
 
 Every request to a host other than this machine is aborted and recorded, so the
-pages are proven to work offline (no CDN). The client test clicks through both
-flows and saves the screenshots the README shows (docs/screenshot*.png).
+pages are proven to work offline (no CDN). The client tests click through the
+flows and save screenshots: under tests/artifacts/, or with MSARCH_SCREENSHOTS=1
+as the ones the README shows (docs/screenshot*.png).
 """
 
+import asyncio
 import json
+import os
 import re
 import shutil
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import (
     Browser,
@@ -41,7 +46,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
-SCREENSHOTS = Path(__file__).parents[2] / "docs"
+ROOT = Path(__file__).parents[2]
+# Only a deliberate run refreshes the pictures in docs/; others keep the git tree clean.
+SCREENSHOTS = ROOT / ("docs" if os.environ.get("MSARCH_SCREENSHOTS") == "1" else "tests/artifacts")
 TIMEOUT_MS = 20_000
 
 expect.set_options(timeout=TIMEOUT_MS)
@@ -143,7 +150,11 @@ async def test_client_roundtrip_and_batch_flows(stack: Stack, browser: Browser) 
         await expect(values.last).to_contain_text(f"{batch_id}_value_19")
         await expect(page.get_by_test_id("values-range")).to_have_text("1\N{EN DASH}20 of 20")
 
-        SCREENSHOTS.mkdir(exist_ok=True)
+        await page.get_by_test_id("events-newest").click()
+        stored_kv = page.get_by_test_id("events-list").locator('[data-type="KeyValueStored"]')
+        await expect(stored_kv.filter(has_text=key)).to_have_count(1)
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=SCREENSHOTS / "screenshot.png", full_page=True)
         await page.set_viewport_size({"width": 390, "height": 844})
         await page.screenshot(path=SCREENSHOTS / "screenshot-narrow.png", full_page=True)
@@ -210,3 +221,171 @@ async def test_client_shows_problem_title_and_detail(stack: Stack, browser: Brow
         await expect(problem).to_contain_text("size must be between 1 and")
     finally:
         await context.close()
+
+
+ROUNDTRIPS = 60
+PACE_S = 0.05
+
+
+async def test_client_shows_every_roundtrip_once_although_its_socket_drops(
+    stack: Stack, browser: Browser
+) -> None:
+    """Roundtrips stream in while the page loses its websocket twice; it resumes with ?after."""
+    offline = Offline()
+    context = await offline.open(browser)
+    prefix = f"drop-{uuid.uuid4().hex[:8]}"
+    sent: list[str] = []
+
+    async def send_roundtrips() -> None:
+        async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as http:
+            for i in range(ROUNDTRIPS):
+                body = {"key": f"{prefix}-{i}", "value": str(i)}
+                answer = await http.post("/api/roundtrip", json=body)
+                assert answer.status_code == 202, answer.text
+                sent.append(answer.json()["id"])
+                await asyncio.sleep(PACE_S)
+
+    # Every socket passes through Playwright, which can then drop it as a server would.
+    sockets: list[WebSocketRoute] = []
+
+    def through_playwright(socket: WebSocketRoute) -> None:
+        socket.connect_to_server()
+        sockets.append(socket)
+
+    try:
+        page, errors = await new_page(context)
+        await page.route_web_socket(re.compile(r"/ws(\?.*)?$"), through_playwright)
+        await page.goto(stack.gateway_url + "/")
+        status = page.get_by_test_id("conn-status")
+        await expect(status).to_have_attribute("data-state", "open")
+
+        sending = asyncio.create_task(send_roundtrips())
+        try:
+            # First the client closes its own socket, then "the server" drops it.
+            async def client_closes() -> None:
+                await page.evaluate("window.msarchLive.socket.close()")
+
+            async def server_drops() -> None:
+                await sockets[-1].close(code=1011, reason="dropped by the test")
+
+            for drop, (after_sent, close) in enumerate(
+                [(15, client_closes), (35, server_drops)], start=2
+            ):
+                await wait_for(lambda n=after_sent: len(sent) >= n, 20)
+                dropped_at = len(sent)
+                await close()
+                await wait_for(lambda n=drop: len(sockets) == n, 10)
+                await expect(status).to_have_attribute("data-state", "open")
+                assert len(sent) > dropped_at, "no roundtrip was sent while the socket was away"
+            await sending
+        finally:
+            sending.cancel()
+
+        urls = [socket.url for socket in sockets]
+        assert len(urls) == 3, urls
+        assert all(parse_qs(urlsplit(url).query).get("after") for url in urls[1:]), urls
+        rows = page.get_by_test_id("rt-list").locator("tr").filter(has_text=f"{prefix}-")
+        await expect(rows).to_have_count(ROUNDTRIPS)
+        shown = await rows.evaluate_all(
+            "rows => rows.map(row => [row.dataset.id, row.cells[0].textContent])"
+        )
+        ids = Counter(row_id for row_id, _ in shown)
+        keys = Counter(key for _, key in shown)
+        assert ids == Counter(sent), f"missing {set(sent) - set(ids)}, twice {ids - Counter(sent)}"
+        assert keys == Counter(f"{prefix}-{i}" for i in range(ROUNDTRIPS))
+        assert errors == []
+    finally:
+        await context.close()
+    assert offline.blocked == []
+
+
+async def test_event_log_view_shows_the_events_and_pages_with_next_after(
+    stack: Stack, browser: Browser
+) -> None:
+    store = stack.store()
+    try:
+        start = await store.last_event_id()
+    finally:
+        await store.close()
+    prefix = f"log-{uuid.uuid4().hex[:8]}"
+    keys = [f"{prefix}-{i}" for i in range(3)]
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+        # A big batch first, so that the log surely has more than one page (100 events).
+        batches = []
+        for size in (150, 5):
+            answer = await http.post("/api/batch", json={"size": size})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == "Done", answer.text
+            batches.append(answer.json()["batch_id"])
+        small = batches[1][:8]
+        for i, key in enumerate(keys):
+            answer = await http.post("/api/roundtrip", json={"key": key, "value": f"value {i}"})
+            assert answer.status_code == 202, answer.text
+
+        async def all_stored() -> bool:
+            params: dict[str, str | int] = {"limit": 1000}
+            if start:
+                params["after"] = start
+            page = (await http.get("/api/events", params=params)).json()
+            stored = {e["payload"]["key"] for e in page["events"] if e["type"] == "KeyValueStored"}
+            return stored >= set(keys)
+
+        await wait_for(all_stored, 20)
+
+    offline = Offline()
+    context = await offline.open(browser)
+    try:
+        page, errors = await new_page(context)
+        async with page.expect_response(re.compile(r"/api/events\?")) as first_answer:
+            await page.goto(stack.gateway_url + "/")
+        first = await (await first_answer.value).json()
+        assert len(first["events"]) == 100
+        assert first["next_after"] == first["events"][-1]["id"]
+
+        rows = page.get_by_test_id("events-list").get_by_test_id("event-row")
+        await page.get_by_test_id("events-hide-items").uncheck()
+        await expect(rows).to_have_count(100)
+        async with page.expect_response(re.compile(r"/api/events\?")) as second_answer:
+            await page.get_by_test_id("events-more").click()
+        second = await second_answer.value
+        assert parse_qs(urlsplit(second.url).query)["after"] == [first["next_after"]]
+        more = (await second.json())["events"]
+        await expect(rows).to_have_count(100 + len(more))
+        shown = await rows.evaluate_all("rows => rows.map(row => row.dataset.eventId)")
+        assert shown == [e["id"] for e in first["events"] + more]
+        positions = [tuple(map(int, event_id.split("-"))) for event_id in shown]
+        assert positions == sorted(set(positions)), "the pages overlap or are out of order"
+
+        await page.get_by_test_id("events-hide-items").check()
+        await page.get_by_test_id("events-newest").click()
+        await expect(page.get_by_test_id("events-page")).to_contain_text("end of log")
+        for i, key in enumerate(keys):
+            row = rows.filter(has_text=key)
+            await expect(row).to_have_attribute("data-type", "KeyValueStored")
+            await expect(row.locator(".event-summary")).to_have_text(f"{key} = value {i}")
+        await expect(rows.last).to_contain_text(keys[-1])
+        requested = rows.filter(has_text=f"batch {small} · size 5")
+        await expect(requested.first).to_have_attribute("data-type", "BatchRequested")
+        await expect(rows.filter(has_text=f"batch {small} · size 5 · Done")).to_have_attribute(
+            "data-type", "BatchCommitted"
+        )
+        hidden = page.get_by_test_id("event-hidden").filter(has_text=f"batch {small} #0–#4")
+        await expect(hidden).to_have_attribute("data-count", "5")
+        await expect(rows.filter(has_text=f"batch {small} #")).to_have_count(0)
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        panel = page.get_by_test_id("events-panel")
+        await panel.screenshot(path=SCREENSHOTS / "screenshot-events.png")
+
+        await page.get_by_test_id("events-hide-items").uncheck()
+        items = rows.filter(has_text=f"batch {small} #")
+        await expect(items).to_have_count(5)
+        await expect(items.first).to_have_attribute("data-type", "BatchItemStaged")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        narrow = ROOT / "tests/artifacts"
+        narrow.mkdir(parents=True, exist_ok=True)
+        await panel.screenshot(path=narrow / "screenshot-events-narrow.png")
+        assert errors == []
+    finally:
+        await context.close()
+    assert offline.blocked == []
