@@ -3,7 +3,7 @@
 import contextlib
 from collections.abc import AsyncIterator
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from apps.gateway.docs import mount_docs
@@ -21,9 +21,12 @@ configure_logging("gateway", settings.log_level)
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
+    connector = aiohttp.TCPConnector(limit=512, limit_per_host=0, keepalive_timeout=30)
+    # Bodies pass through as they are: no decompression, no client timeout but the route's.
     async with (
-        httpx.AsyncClient(limits=limits, timeout=settings.upstream_timeout_s) as client,
+        aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(None)
+        ) as client,
         app.state.upstreams,
         registered("gateway", settings, settings.gateway_port),
     ):

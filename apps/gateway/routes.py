@@ -3,7 +3,7 @@
 import asyncio
 from typing import Annotated
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
@@ -21,13 +21,13 @@ def upstreams_of(request: Request) -> Upstreams:
     return upstreams
 
 
-def client_of(request: Request) -> httpx.AsyncClient:
-    client: httpx.AsyncClient = request.app.state.client
+def client_of(request: Request) -> aiohttp.ClientSession:
+    client: aiohttp.ClientSession = request.app.state.client
     return client
 
 
 UpstreamsDep = Annotated[Upstreams, Depends(upstreams_of)]
-ClientDep = Annotated[httpx.AsyncClient, Depends(client_of)]
+ClientDep = Annotated[aiohttp.ClientSession, Depends(client_of)]
 
 
 def route_for(request: Request, path: str) -> Route:
@@ -45,9 +45,11 @@ async def health(upstreams: UpstreamsDep, client: ClientDep) -> JSONResponse:
         if not instances:
             return service, {"status": "unreachable: no healthy instance"}
         try:
-            answer = await client.get(instances[0] + "/health", timeout=3)
-            return service, {**answer.json(), "instances": len(instances)}
-        except (httpx.HTTPError, ValueError, TypeError) as exc:
+            timeout = aiohttp.ClientTimeout(total=3)
+            async with client.get(instances[0] + "/health", timeout=timeout) as answer:
+                state = await answer.json(content_type=None)
+            return service, {**state, "instances": len(instances)}
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError) as exc:
             return service, {"status": f"unreachable: {type(exc).__name__}"}
 
     results = dict(await asyncio.gather(*(check(s) for s in SERVICES if s != "gateway")))

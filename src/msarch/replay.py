@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from redis.asyncio.client import Pipeline
 
@@ -97,11 +97,6 @@ async def _count(store: Store, pattern: str) -> int:
     return sum([len(c) async for c in _scan(store, pattern)])
 
 
-async def _decoded_hash(store: Store, key: str) -> AsyncIterator[tuple[str, Any]]:
-    async for field_name, raw in store.redis.hscan_iter(store.prefix + key, count=1000):
-        yield str(field_name), json.loads(raw)
-
-
 async def compare(live: Store, rebuilt: Store, report: Report) -> None:
     """Every projection of `live` equals the one rebuilt from its log."""
     async for keys in _scan(live, "kv:*"):
@@ -136,11 +131,24 @@ async def _compare_batch(live: Store, rebuilt: Store, key: str, report: Report) 
             report.differ(f"{key}{suffix}: live has {n} fields, rebuilt a different number")
             continue
         report.batch_fields += n if suffix == "" else 0
-        async for field_name, value in _decoded_hash(live, key + suffix):
-            raw = await rebuilt.redis.hget(rebuilt.prefix + key + suffix, field_name)
-            if raw is None or json.loads(raw) != value:
-                report.differ(f"{key}{suffix} field {field_name} differs")
-                break
+        if not await _same_hash(live, rebuilt, key + suffix):
+            report.differ(f"{key}{suffix}: a field differs")
+
+
+async def _same_hash(live: Store, rebuilt: Store, key: str) -> bool:
+    """Field by field, a page of the live hash at a time against one HMGET of the rebuilt."""
+    cursor = 0
+    while True:
+        cursor, found = await live.redis.hscan(live.prefix + key, cursor, count=1000)
+        page = cast(dict[str, str], found)
+        if page:
+            names = list(page)
+            theirs = await rebuilt.redis.hmget(rebuilt.prefix + key, names)
+            for name, raw in zip(names, theirs, strict=True):
+                if raw is None or json.loads(raw) != json.loads(page[name]):
+                    return False
+        if cursor == 0:
+            return True
 
 
 async def replay_and_compare(live: Store, scratch: Store) -> Report:
