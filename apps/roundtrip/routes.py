@@ -12,6 +12,10 @@ from msarch.service import RuntimeDep
 
 router = APIRouter(prefix="/api", tags=["roundtrip"])
 
+PUBLISH_TIMEOUT_S = 5.0
+"""A broker that does not confirm in time is a 503 from here, well before the gateway's
+10 s: a client learns of an outage at once instead of from a timeout."""
+
 
 class Accepted(BaseModel):
     id: str
@@ -24,7 +28,11 @@ async def roundtrip(body: KeyValueIn, runtime: RuntimeDep) -> Accepted:
     kv = KeyValue(key=body.key, value=body.value)
     try:
         await runtime.bus.publish(
-            channels.EVENT, kv, message_id=str(kv.id), correlation_id=request_id.get()
+            channels.EVENT,
+            kv,
+            message_id=str(kv.id),
+            correlation_id=request_id.get(),
+            timeout_s=PUBLISH_TIMEOUT_S,
         )
     except PublishError as exc:
         raise Problem(

@@ -8,6 +8,8 @@ on shutdown lets in-flight messages finish (and be acked) before it closes.
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -34,6 +36,9 @@ class Runtime:
     bus: Bus
     store: Store
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set on SIGTERM/SIGINT, before the server drains: a request waiting on another
+    service can answer at once instead of being cut off at the graceful timeout."""
 
 
 Subscribe = Callable[[Runtime], None]
@@ -75,6 +80,22 @@ def health_router() -> APIRouter:
     return router
 
 
+def notice_stop(runtime: Runtime) -> None:
+    """Chain onto the server's SIGTERM/SIGINT handlers (uvicorn's) to set runtime.stopping."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # an in-process test client: no signals to notice
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(runtime.stopping.set)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
 def create_app(name: str, **fastapi_options: Any) -> FastAPI:
     """The FastAPI app every service starts from: problems, request ids, limits, metrics."""
     app = FastAPI(title=f"msarch {name}", **fastapi_options)
@@ -103,7 +124,9 @@ def create_service(
     configure_logging(name, settings.log_level)
     log = logging.getLogger(f"msarch.{name}")
     bus = create_bus(settings, service=name)
-    store = Store.from_url(settings.redis_url, settings.namespace)
+    store = Store.from_url(
+        settings.redis_url, settings.namespace, max_connections=settings.prefetch + 64
+    )
     runtime = Runtime(name=name, settings=settings, bus=bus, store=store)
     if subscribe is not None:
         subscribe(runtime)
@@ -111,6 +134,7 @@ def create_service(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime
+        notice_stop(runtime)
         await bus.start()
         for job in background:
             runtime.tasks.append(asyncio.create_task(job(runtime), name=f"{name}:{job.__name__}"))

@@ -7,7 +7,8 @@ Layout, all under "{namespace}msarch:":
   batch:{id}:staging     items of a batch being assembled (BatchItemStaged)
   batch:{id}:meta        status, size, stored, detail, timestamps
   batches                sorted index of committed batches, by commit time
-  assembling             batches being assembled, by last activity (for timeouts)
+  assembling             batches being assembled, by last activity: a staged item or
+                         the publisher's keep-alive (for timeouts)
   msg:{message id}       idempotency marker: state ("stored", then "forwarded") and event id
 
 Every write is a Lua script: the event is appended and the projections are
@@ -49,7 +50,10 @@ return {'new', event}
 # KEYS: meta, staging, assembling, events. ARGV: batch id, status, detail, now ms, time
 _FAIL_BATCH = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status and string.find(' __FINAL__ ', ' ' .. status .. ' ', 1, true) then return status end
+if status and string.find(' __FINAL__ ', ' ' .. status .. ' ', 1, true) then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  return status
+end
 redis.call('DEL', KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'detail', ARGV[3], 'updated_at', ARGV[4],
@@ -58,6 +62,15 @@ redis.call('XADD', KEYS[4], '*', 'type', 'BatchFailed', 'message_id', ARGV[1] ..
   'correlation_id', '', 'time', ARGV[5], 'payload',
   cjson.encode({batch_id = ARGV[1], status = ARGV[2], detail = ARGV[3]}))
 return ARGV[2]
+""".replace("__FINAL__", _FINAL)
+
+# A live publisher keeps its batch from being swept as stalled, unless it is final.
+# KEYS: meta, assembling. ARGV: batch id, now ms
+_KEEP_ASSEMBLING = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or string.find(' __FINAL__ ', ' ' .. status .. ' ', 1, true) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
 """.replace("__FINAL__", _FINAL)
 
 # KEYS: meta, events. ARGV: batch id, size, now ms, time, correlation id
@@ -169,18 +182,22 @@ class Store:
         self._stage_items: AsyncScript = client.register_script(_STAGE_ITEMS)
         self._fail_batch: AsyncScript = client.register_script(_FAIL_BATCH)
         self._request_batch: AsyncScript = client.register_script(_REQUEST_BATCH)
+        self._keep_assembling: AsyncScript = client.register_script(_KEEP_ASSEMBLING)
 
     @classmethod
-    def from_url(cls, url: str, namespace: str = "") -> "Store":
-        client = aioredis.Redis.from_url(
+    def from_url(cls, url: str, namespace: str = "", max_connections: int = 64) -> "Store":
+        # Blocking: a handler waits for a free connection instead of failing as if
+        # Redis were down (every in-flight message may want one at once).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=10,
-            max_connections=64,
+            max_connections=max_connections,
+            timeout=30,
         )
-        return cls(client, namespace)
+        return cls(aioredis.Redis.from_pool(pool), namespace)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -261,6 +278,14 @@ class Store:
             args=[bid, status.value, detail, _now_ms(), _iso_now()],
         )
         return BatchStatus(result)
+
+    async def keep_assembling(self, batch_id: UUID) -> bool:
+        """The batch's publisher is alive: it is not stalled (False once it is final)."""
+        bid = str(batch_id)
+        kept = await self._keep_assembling(
+            keys=[self.key("batch", bid, "meta"), self.key("assembling")], args=[bid, _now_ms()]
+        )
+        return bool(kept)
 
     async def stalled_batches(self, idle_s: float) -> list[UUID]:
         """Batches being assembled that have had no new item for idle_s seconds."""

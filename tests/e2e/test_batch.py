@@ -2,7 +2,6 @@
 
 import asyncio
 import random
-import time
 from uuid import UUID, uuid4
 
 import httpx
@@ -146,61 +145,3 @@ async def test_two_store_instances_share_the_work(private_stack: Stack) -> None:
             assert response.status_code == 200, response.text
             await _assert_stored(client, private_stack, response.json()["batch_id"], 2_000)
     assert second.running
-
-
-@pytest.mark.slow
-async def test_store_killed_at_half_a_batch_finishes_it(private_stack: Stack) -> None:
-    size = 10_000
-    store = private_stack.store()
-    store_process = private_stack.processes["store"]
-    try:
-        async with httpx.AsyncClient() as client:
-            request = asyncio.create_task(_batch(client, private_stack, size))
-            batch_id = await _wait_for_half(store, size)
-            await store_process.kill()
-            killed_at = (await store.batch_state(batch_id)).stored  # type: ignore[union-attr]
-            await private_stack.restart("store")
-            response = await request
-        assert response.status_code == 200, response.text
-        assert response.json()["batch_id"] == str(batch_id)
-        assert 0 < killed_at < size
-        assert await store.redis.hlen(store.key("batch", str(batch_id))) == size
-    finally:
-        await store.close()
-
-
-async def _wait_for_half(store: object, size: int) -> UUID:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for raw in await store.redis.zrange(store.key("assembling"), 0, -1):  # type: ignore[attr-defined]
-            state = await store.batch_state(UUID(raw))  # type: ignore[attr-defined]
-            if state and state.stored >= size // 2:
-                return UUID(raw)
-        await asyncio.sleep(0.02)
-    raise TimeoutError("the batch never got to half")
-
-
-async def test_store_down_answers_timeout_in_time_and_never_partial(private_stack: Stack) -> None:
-    await private_stack.processes["store"].stop()
-    timeout_s = private_stack.settings.batch_timeout_s
-    async with httpx.AsyncClient() as client:
-        started = time.monotonic()
-        response = await _batch(client, private_stack, 100)
-        elapsed = time.monotonic() - started
-        assert response.status_code == 400
-        assert response.headers["content-type"] == "application/problem+json"
-        problem = response.json()
-        assert problem["batch_status"] == "TimeoutExceeded"
-        assert timeout_s <= elapsed < timeout_s + 0.5 + 0.5  # publishing 100 items included
-        await private_stack.restart("store")
-        batch_id = problem["batch_id"]
-        store = private_stack.store()
-        try:
-            await asyncio.sleep(2)  # the store drains the queued items of the dead batch
-            state = await store.batch_state(UUID(batch_id))
-            assert state is not None
-            assert state.status.value == "TimeoutExceeded"
-            assert not await store.redis.exists(store.key("batch", batch_id))
-            assert not await store.redis.exists(store.key("batch", batch_id, "staging"))
-        finally:
-            await store.close()

@@ -61,7 +61,8 @@ async def test_up_starts_embedded_nats_and_redis_and_stops_them(tmp_path: Path) 
         text = "\n".join(lines)
         nats_url = re.search(r"started NATS JetStream at nats://127\.0\.0\.1:(\d+)", text)
         redis_url = re.search(r"started Redis at redis://127\.0\.0\.1:(\d+)", text)
-        assert nats_url and redis_url, text
+        assert nats_url, text
+        assert redis_url, text
         gateway = f"http://127.0.0.1:{ports['gateway']}"
         echo, latency_ms = await roundtrip_once(gateway, "embedded", "wörks")
         assert echo["value"] == "wörks"

@@ -8,12 +8,9 @@ import httpx
 import pytest
 import websockets
 
-from msarch import channels
 from msarch.events import EventType
-from msarch.messages import KeyValue
 from msarch.replay import drop, replay_and_compare
 from msarch.storage import Store
-from tests.utils.broker import connected_bus
 from tests.utils.stack import Stack, wait_for, ws_frames
 
 pytestmark = pytest.mark.e2e
@@ -41,31 +38,6 @@ async def _kv_events_after(store: Store, after: str | None) -> list[str]:
         ids += [e.id for e in page if e.type is EventType.KeyValueStored]
         after = page[-1].id
     return ids
-
-
-async def test_same_message_three_times_is_one_write_one_event_one_push(stack: Stack) -> None:
-    frames: list[dict[str, Any]] = []
-    ready = asyncio.Event()
-    reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    kv = KeyValue(key="thrice", value="once")
-    store = stack.store()
-    start = await store.last_event_id()
-    try:
-        async with connected_bus(stack.settings) as bus:
-            for _ in range(3):
-                await bus.publish(channels.EVENT, kv, message_id=str(kv.id))
-        await wait_for(lambda: any(f["id"] == str(kv.id) for f in frames), 10)
-        await asyncio.sleep(1.0)  # time for the two repeats to arrive, and change nothing
-        events = [
-            e for e in await store.read_events(start, 10_000) if e.payload.get("id") == str(kv.id)
-        ]
-        assert len(events) == 1
-        assert sum(1 for f in frames if f["id"] == str(kv.id)) == 1
-        assert await store.get_value("thrice") == "once"
-    finally:
-        reader.cancel()
-        await store.close()
 
 
 async def test_event_pages_cover_the_log_exactly_once(stack: Stack) -> None:

@@ -16,6 +16,7 @@ import websockets
 
 from tests.e2e.conftest import API_KEY
 from tests.utils.consul_double import ConsulDouble
+from tests.utils.figures import report
 from tests.utils.stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -178,6 +179,13 @@ async def test_discovery_routes_around_an_instance_killed_with_sigkill(
         assert len(consul_double.instances_of("roundtrip", passing_only=True)) == 1
         await wait_for(lambda: _gateway_sees(consul_stack, "roundtrip", 1), 10)
         await stream(1.0)
+    report(
+        "test_discovery_routes_around_an_instance_killed_with_sigkill",
+        requests=len(statuses),
+        server_errors=sum(1 for s in statuses if s >= 500),
+        statuses=sorted(set(statuses)),
+        discovery_interval_s=consul_stack.settings.discovery_interval_s,
+    )
     assert statuses, "no request was sent"
     assert [s for s in statuses if s >= 500] == []
     assert set(statuses) == {202}

@@ -1,11 +1,12 @@
 """What every backend provides, and the consume middleware they share."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from uuid import uuid4
 
@@ -89,8 +90,10 @@ class Bus(ABC):
         message_id: str | None = None,
         correlation_id: str | None = None,
         headers: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirmation; PublishError otherwise."""
+        """Publish and wait for the broker's confirmation (at most timeout_s, default
+        MSARCH_UPSTREAM_TIMEOUT_S); PublishError otherwise."""
 
     @abstractmethod
     async def publish_stream(
@@ -133,6 +136,11 @@ class Bus(ABC):
 
     async def ping(self) -> bool:
         return bool(await self.broker.ping(timeout=2.0))
+
+    @contextlib.contextmanager
+    def handling(self, msg: StreamMessage[Any]) -> Iterator[None]:
+        """While a handler works on a message (a backend may keep it claimed meanwhile)."""
+        yield
 
     @abstractmethod
     def deliveries(self, msg: StreamMessage[Any]) -> int:
@@ -195,7 +203,8 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
         started = time.perf_counter()
         outcome = "error"
         try:
-            result = await call_next(msg)
+            with self.bus.handling(msg):
+                result = await call_next(msg)
             outcome = "ok"
             return result
         except _POISON as exc:

@@ -10,20 +10,26 @@ instance for broadcasts.
 - Every publish waits for the stream's PubAck and carries Nats-Msg-Id, so a
   publish retried within the duplicate window is stored once.
 
+A consumer that dies leaves its unacked messages to be redelivered after
+`ack_wait` (a few seconds, well inside a batch's timeout); a live one keeps the
+messages it is still working on (say, held through a Redis outage) claimed with
+in-progress acks, so they are not redelivered meanwhile nor burn `max_deliver`.
+
 Durability: streams use file storage, but the server decides when it fsyncs
 (`sync_interval`, 2 min by default). The embedded server that `msarch up`
 starts runs with `sync_interval: always`; see README for a shared server.
 """
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy as JsAckPolicy,
 )
@@ -56,7 +62,8 @@ log = logging.getLogger("msarch.bus.nats")
 MSG_ID = "Nats-Msg-Id"
 BROADCAST_MAX_AGE_S = 3600.0
 DUPLICATE_WINDOW_S = 120.0
-ACK_WAIT_S = 30.0
+ACK_WAIT_S = 6.0
+"""How soon the messages of a consumer that died are redelivered."""
 
 
 class NatsBus(Bus):
@@ -96,6 +103,9 @@ class NatsBus(Bus):
             storage=StorageType.FILE,
             declare=False,
         )
+        self._handling: dict[int, Any] = {}
+        """The raw messages being handled, by id() (they are not hashable)."""
+        self._keeper: asyncio.Task[None] | None = None
 
     def _stream_name(self, kind: str) -> str:
         # Stream names may not contain '.', '*', '>' or whitespace.
@@ -142,6 +152,23 @@ class NatsBus(Bus):
 
         return register
 
+    @contextlib.contextmanager
+    def handling(self, msg: StreamMessage[Any]) -> Iterator[None]:
+        raw = msg.raw_message
+        self._handling[id(raw)] = raw
+        try:
+            yield
+        finally:
+            self._handling.pop(id(raw), None)
+
+    async def _keep_claimed(self) -> None:
+        """In-progress acks for the messages being handled, well within ack_wait."""
+        while True:
+            await asyncio.sleep(ACK_WAIT_S / 3)
+            for raw in list(self._handling.values()):
+                with contextlib.suppress(Exception):  # acked meanwhile, or disconnected
+                    await raw.in_progress()
+
     def deliveries(self, msg: StreamMessage[Any]) -> int:
         return int(msg.raw_message.metadata.num_delivered)
 
@@ -158,6 +185,7 @@ class NatsBus(Bus):
         message_id: str | None = None,
         correlation_id: str | None = None,
         headers: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         all_headers = {k: str(v) for k, v in (headers or {}).items()}
         if message_id:
@@ -169,7 +197,7 @@ class NatsBus(Bus):
                 stream=self._stream_of(channel).name,
                 headers=all_headers,
                 correlation_id=correlation_id,
-                timeout=self.settings.upstream_timeout_s,
+                timeout=timeout_s or self.settings.upstream_timeout_s,
             )
         except Exception as exc:
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
@@ -236,7 +264,7 @@ class NatsBus(Bus):
             while True:
                 try:
                     batch = await subscription.fetch(100, timeout=1)
-                except NatsTimeoutError:
+                except TimeoutError:  # nats' own, or asyncio's from a partial fetch
                     return
                 for message in batch:
                     reason = (message.headers or {}).get(REASON_HEADER, "unknown")
@@ -253,6 +281,16 @@ class NatsBus(Bus):
             raise PublishError("broker is not connected")
         js: JetStreamContext = connection.jetstream()
         return js
+
+    async def start(self) -> None:
+        await super().start()
+        self._keeper = asyncio.create_task(self._keep_claimed(), name="nats:keep-claimed")
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
 
     async def connect(self) -> None:
         await self.broker.connect()

@@ -141,6 +141,7 @@ class RabbitBus(Bus):
         message_id: str | None = None,
         correlation_id: str | None = None,
         headers: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm; raises PublishError otherwise."""
         try:
@@ -153,7 +154,7 @@ class RabbitBus(Bus):
                     message_id=message_id,
                     correlation_id=correlation_id,
                     headers=headers,
-                    timeout=self.settings.upstream_timeout_s,
+                    timeout=timeout_s or self.settings.upstream_timeout_s,
                 )
             else:
                 # A broadcast with no listener is not an error: nobody is connected.
@@ -165,7 +166,7 @@ class RabbitBus(Bus):
                     message_id=message_id,
                     correlation_id=correlation_id,
                     headers=headers,
-                    timeout=self.settings.upstream_timeout_s,
+                    timeout=timeout_s or self.settings.upstream_timeout_s,
                 )
         except Exception as exc:
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
