@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -16,7 +17,7 @@ from faststream.message import StreamMessage
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 
-from msarch.channels import Channel
+from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
 
 log = logging.getLogger("msarch.bus")
@@ -33,6 +34,10 @@ CONSUMED = Counter(
     "msarch_messages_consumed_total", "Messages handled", ["service", "channel", "outcome"]
 )
 HANDLING = Histogram("msarch_message_handling_seconds", "Handler time", ["service", "channel"])
+
+# Looking a labelled child up costs as much as the rest of the metrics: once per label set.
+_consumed = functools.lru_cache(maxsize=256)(CONSUMED.labels)
+_handling = functools.lru_cache(maxsize=64)(HANDLING.labels)
 
 # Errors that no redelivery can fix: the message itself is wrong.
 _POISON = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
@@ -95,7 +100,6 @@ class Bus(ABC):
         """Publish and wait for the broker's confirmation (at most timeout_s, default
         MSARCH_UPSTREAM_TIMEOUT_S); PublishError otherwise."""
 
-    @abstractmethod
     async def publish_stream(
         self,
         channel: Channel,
@@ -108,6 +112,21 @@ class Bus(ABC):
         At most MSARCH_PUBLISH_WINDOW confirmations are outstanding, so memory
         stays flat however long `messages` is; returns how many were confirmed.
         """
+        if channel.delivery is not Delivery.WORK:
+            raise ValueError("publish_stream is for work channels")
+        send = await self._confirmed_sender(channel, correlation_id)
+        encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
+        try:
+            return await pipelined(encoded, send, self.settings.publish_window)
+        except PublishError as exc:
+            raise PublishError(f"{self.name(channel)}: {exc}") from exc
+
+    @abstractmethod
+    async def _confirmed_sender(
+        self, channel: Channel, correlation_id: str | None
+    ) -> Callable[[str, bytes], Awaitable[None]]:
+        """A function that publishes (message id, JSON body) on a work channel and
+        returns once the broker confirmed it: the unit publish_stream pipelines."""
 
     @abstractmethod
     async def publish_raw(self, channel: Channel, body: bytes) -> None:
@@ -219,8 +238,8 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
             )
             outcome = "dead-lettered"
         finally:
-            CONSUMED.labels(self.bus.service, channel, outcome).inc()
-            HANDLING.labels(self.bus.service, channel).observe(time.perf_counter() - started)
+            _consumed(self.bus.service, channel, outcome).inc()
+            _handling(self.bus.service, channel).observe(time.perf_counter() - started)
         raise AckMessage
 
     async def _dead_letter(self, msg: StreamMessage[Any], channel_name: str, reason: str) -> None:

@@ -23,7 +23,7 @@ starts runs with `sync_interval: always`; see README for a shared server.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -52,7 +52,6 @@ from msarch.bus.base import (
     Bus,
     Handler,
     PublishError,
-    pipelined,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -202,15 +201,9 @@ class NatsBus(Bus):
         except Exception as exc:
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
 
-    async def publish_stream(
-        self,
-        channel: Channel,
-        messages: Iterable[tuple[str, BaseModel]],
-        *,
-        correlation_id: str | None = None,
-    ) -> int:
-        if channel.delivery is not Delivery.WORK:
-            raise ValueError("publish_stream is for work channels")
+    async def _confirmed_sender(
+        self, channel: Channel, correlation_id: str | None
+    ) -> Callable[[str, bytes], Awaitable[None]]:
         js = self._jetstream()
         subject, stream = self.name(channel), self.work.name
         base = {"content-type": "application/json"}
@@ -226,11 +219,7 @@ class NatsBus(Bus):
                 timeout=self.settings.upstream_timeout_s,
             )
 
-        encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
-        try:
-            return await pipelined(encoded, send, self.settings.publish_window)
-        except PublishError as exc:
-            raise PublishError(f"{subject}: {exc}") from exc
+        return send
 
     async def publish_raw(self, channel: Channel, body: bytes) -> None:
         await self._jetstream().publish(

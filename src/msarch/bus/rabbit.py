@@ -10,7 +10,7 @@
 """
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from aio_pika import DeliveryMode, Message
@@ -35,7 +35,6 @@ from msarch.bus.base import (
     Bus,
     Handler,
     PublishError,
-    pipelined,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -171,15 +170,9 @@ class RabbitBus(Bus):
         except Exception as exc:
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
 
-    async def publish_stream(
-        self,
-        channel: Channel,
-        messages: Iterable[tuple[str, BaseModel]],
-        *,
-        correlation_id: str | None = None,
-    ) -> int:
-        if channel.delivery is not Delivery.WORK:
-            raise ValueError("publish_stream is for work channels")
+    async def _confirmed_sender(
+        self, channel: Channel, correlation_id: str | None
+    ) -> Callable[[str, bytes], Awaitable[None]]:
         exchange = await self._default_exchange()
         routing_key = self.name(channel)
 
@@ -198,11 +191,7 @@ class RabbitBus(Bus):
                 timeout=self.settings.upstream_timeout_s,
             )
 
-        encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
-        try:
-            return await pipelined(encoded, send, self.settings.publish_window)
-        except PublishError as exc:
-            raise PublishError(f"{routing_key}: {exc}") from exc
+        return send
 
     async def publish_raw(self, channel: Channel, body: bytes) -> None:
         if channel.delivery is Delivery.WORK:
