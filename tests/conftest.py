@@ -6,7 +6,7 @@ import pytest
 
 from msarch.settings import Settings
 from tests.utils.infra import BROKERS, delete_namespace, isolated_settings
-from tests.utils.stack import Stack
+from tests.utils.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session", params=sorted(BROKERS))
@@ -19,29 +19,17 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 async def stack(backend: str) -> AsyncIterator[Stack]:
     """The five services as processes, in a namespace of their own, shared by a session."""
-    settings = isolated_settings(broker_url=BROKERS[backend])
-    running = Stack(settings)
-    try:
-        await running.start()
+    async with running_stack(broker_url=BROKERS[backend]) as running:
         yield running
-    finally:
-        await running.stop()
-        await delete_namespace(settings.namespace)
 
 
 @pytest.fixture
 async def private_stack(backend: str) -> AsyncIterator[Stack]:
     """A stack for one test that kills or stops services."""
-    settings = isolated_settings(
+    async with running_stack(
         broker_url=BROKERS[backend], batch_timeout_s=8.0, assembly_timeout_s=5.0
-    )
-    running = Stack(settings)
-    try:
-        await running.start()
+    ) as running:
         yield running
-    finally:
-        await running.stop()
-        await delete_namespace(settings.namespace)
 
 
 @pytest.fixture

@@ -1,28 +1,13 @@
 """E2E fixtures beyond tests/conftest.py: stacks with an API key, and with Consul discovery."""
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 
 import pytest
 
 from tests.utils.consul_double import ConsulDouble
-from tests.utils.infra import delete_namespace, isolated_settings
-from tests.utils.stack import Stack
+from tests.utils.stack import Stack, running_stack
 
 API_KEY = "e2e-secret-6f1c2d"
-
-
-@asynccontextmanager
-async def running_stack(**overrides: object) -> AsyncIterator[Stack]:
-    """A private stack (own namespace, free ports) with settings overridden."""
-    settings = isolated_settings(None, **overrides)
-    running = Stack(settings)
-    try:
-        await running.start()
-        yield running
-    finally:
-        await running.stop()
-        await delete_namespace(settings.namespace)
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from msarch.settings import SERVICES
 from tests.utils.figures import RECORDED, report
-from tests.utils.infra import BROKERS, delete_namespace, isolated_settings
-from tests.utils.stack import Stack
+from tests.utils.infra import BROKERS
+from tests.utils.stack import Stack, running_stack
 
 Figures = Callable[..., str]
 StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
@@ -30,20 +31,10 @@ def stack_with(backend: str) -> StackFactory:
 
     @asynccontextmanager
     async def running(
-        services: tuple[str, ...] | None = None, **overrides: object
+        services: tuple[str, ...] = SERVICES, **overrides: object
     ) -> AsyncIterator[Stack]:
-        values: dict[str, object] = {"broker_url": BROKERS[backend], **overrides}
-        settings = isolated_settings(**values)
-        stack = Stack(settings)
-        try:
-            if services is None:
-                await stack.start()
-            else:
-                await stack.start(services)
+        async with running_stack(services, broker_url=BROKERS[backend], **overrides) as stack:
             yield stack
-        finally:
-            await stack.stop()
-            await delete_namespace(settings.namespace)
 
     return running
 

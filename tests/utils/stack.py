@@ -3,6 +3,7 @@
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ import websockets
 from msarch.runner import ServiceProcess
 from msarch.settings import SERVICES, Settings
 from msarch.storage import Store
-from tests.utils.infra import env_of, free_port
+from tests.utils.infra import delete_namespace, env_of, free_port, isolated_settings
 
 
 def _quiet(service: str, line: str) -> None:
@@ -62,6 +63,21 @@ class Stack:
 
     async def stop(self) -> None:
         await asyncio.gather(*(p.stop() for p in [*self.extra, *self.processes.values()]))
+
+
+@asynccontextmanager
+async def running_stack(
+    services: tuple[str, ...] = SERVICES, **overrides: object
+) -> AsyncIterator[Stack]:
+    """A private stack (own namespace, free ports, these settings), removed afterwards."""
+    settings = isolated_settings(**overrides)
+    stack = Stack(settings)
+    try:
+        await stack.start(services)
+        yield stack
+    finally:
+        await stack.stop()
+        await delete_namespace(settings.namespace)
 
 
 async def ws_frames(url: str, into: list[dict[str, Any]], ready: asyncio.Event) -> None:
