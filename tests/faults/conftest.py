@@ -33,7 +33,8 @@ def stack_with(backend: str) -> StackFactory:
     async def running(
         services: tuple[str, ...] = SERVICES, **overrides: object
     ) -> AsyncIterator[Stack]:
-        async with running_stack(services, broker_url=BROKERS[backend], **overrides) as stack:
+        values: dict[str, object] = {"broker_url": BROKERS[backend], **overrides}
+        async with running_stack(services, **values) as stack:
             yield stack
 
     return running
