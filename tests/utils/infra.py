@@ -2,7 +2,6 @@
 
 import contextlib
 import os
-import socket
 from uuid import uuid4
 
 import aio_pika
@@ -11,6 +10,7 @@ import redis.asyncio as aioredis
 from nats.js.errors import NotFoundError
 
 from msarch import channels
+from msarch.embedded import free_port
 from msarch.settings import SERVICES, Settings
 
 TEST_REDIS_URL = os.environ.get("MSARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -18,13 +18,6 @@ RABBIT_URL = os.environ.get("MSARCH_TEST_RABBIT_URL", "amqp://guest:guest@127.0.
 NATS_URL = os.environ.get("MSARCH_TEST_NATS_URL", "nats://127.0.0.1:4222")
 BROKERS = {"rabbit": RABBIT_URL, "nats": NATS_URL}
 """Every integration and end-to-end test runs on both backends."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def new_namespace() -> str:

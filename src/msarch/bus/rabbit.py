@@ -143,30 +143,21 @@ class RabbitBus(Bus):
         timeout_s: float | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm; raises PublishError otherwise."""
+        if channel.delivery is Delivery.WORK:
+            destination: dict[str, Any] = {"queue": self.name(channel), "mandatory": True}
+        else:
+            # A broadcast with no listener is not an error: nobody is connected.
+            destination = {"exchange": self._broadcast_exchange(channel), "mandatory": False}
         try:
-            if channel.delivery is Delivery.WORK:
-                await self.broker.publish(
-                    message,
-                    queue=self.name(channel),
-                    persist=True,
-                    mandatory=True,
-                    message_id=message_id,
-                    correlation_id=correlation_id,
-                    headers=headers,
-                    timeout=timeout_s or self.settings.upstream_timeout_s,
-                )
-            else:
-                # A broadcast with no listener is not an error: nobody is connected.
-                await self.broker.publish(
-                    message,
-                    exchange=self._broadcast_exchange(channel),
-                    persist=True,
-                    mandatory=False,
-                    message_id=message_id,
-                    correlation_id=correlation_id,
-                    headers=headers,
-                    timeout=timeout_s or self.settings.upstream_timeout_s,
-                )
+            await self.broker.publish(
+                message,
+                persist=True,
+                message_id=message_id,
+                correlation_id=correlation_id,
+                headers=headers,
+                timeout=timeout_s or self.settings.upstream_timeout_s,
+                **destination,
+            )
         except Exception as exc:
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
 
