@@ -67,6 +67,27 @@ def up() -> None:
 
 
 @app.command()
+def serve(
+    service: Annotated[
+        str, typer.Argument(envvar="SERVICE", help="gateway, roundtrip, batch, websocket or store")
+    ],
+    host: Annotated[str | None, typer.Option(help="address to bind (default MSARCH_HOST)")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(envvar="PORT", help="port to listen on (default MSARCH_<SERVICE>_PORT)"),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's own log level")] = "info",
+) -> None:
+    """Run one service in this process (what `msarch up` and the container image start)."""
+    from msarch.serving import serve as serve_one
+
+    try:
+        serve_one(service, host, port, log_level)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def batch(
     size: Annotated[int | None, typer.Option("--size", "-n", help="items in the batch")] = None,
     url: UrlOpt = None,

@@ -84,13 +84,51 @@ class Registration:
         }
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
 def advertised_host(settings: Settings) -> str:
-    """MSARCH_ADVERTISE_HOST, else MSARCH_HOST, else (bound to 0.0.0.0) this machine's IP."""
+    """The address Consul's checks and the gateway can reach this instance at.
+
+    MSARCH_ADVERTISE_HOST when set (in Kubernetes: the pod IP). Else MSARCH_HOST when
+    it names one address. Bound to every interface (0.0.0.0, as in a container): this
+    machine's address on the route to Consul, the one Consul sees our packets come from.
+    """
     if settings.advertise_host:
         return settings.advertise_host
-    if settings.host not in ("0.0.0.0", "::", ""):
+    if settings.host not in WILDCARD_HOSTS:
         return settings.host
+    return address_towards(settings.consul_url or "")
+
+
+def address_towards(url: str) -> str:
+    """The local address of the route to url's host (no packet is sent: a UDP connect)."""
+    parts = urlsplit(url if "//" in url else f"http://{url}")
+    host, port = parts.hostname, parts.port or 8500
+    with contextlib.suppress(OSError):
+        if host:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM
+            )[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.connect(address)
+                local: str = probe.getsockname()[0]
+                return local
     return socket.gethostbyname(socket.gethostname())
+
+
+def unreachable_reason(registration: "Registration", consul_url: str) -> str | None:
+    """Why Consul at consul_url cannot reach what this registration advertises, if it cannot."""
+    consul_host = urlsplit(consul_url if "//" in consul_url else f"http://{consul_url}").hostname
+    if registration.address in LOOPBACK_HOSTS and consul_host not in LOOPBACK_HOSTS:
+        return (
+            f"{registration.id} advertises {registration.address}, a loopback address, but "
+            f"Consul at {consul_url} runs elsewhere: its health checks and the gateway "
+            "cannot reach this instance. Listen on every interface (MSARCH_HOST=0.0.0.0) "
+            "or set MSARCH_ADVERTISE_HOST to an address Consul can reach"
+        )
+    return None
 
 
 def registration_of(
@@ -186,6 +224,8 @@ async def registered(
         return
     client = ConsulClient(settings.consul_url)
     registration = registration_of(name, settings, port, instance)
+    if reason := unreachable_reason(registration, settings.consul_url):
+        log.error("%s", reason, extra={"service_id": registration.id})
     keeper = asyncio.create_task(keep_registered(client, registration), name=f"{name}:consul")
     try:
         yield registration

@@ -1,6 +1,6 @@
 """`msarch up`: the whole stack on this machine, as supervised processes.
 
-Each service runs as `python -m uvicorn apps.<service>.app:app`; its output is
+Each service runs as `python -m msarch serve <service>` (uvicorn); its output is
 prefixed with its name; a service that dies is restarted (like `restart:
 always`); Ctrl-C or SIGTERM stops them all gracefully.
 """
@@ -56,10 +56,8 @@ class ServiceProcess:
 
     async def start(self) -> None:
         command = [
-            sys.executable, "-m", "uvicorn", f"apps.{self.service}.app:app",
-            "--host", self.settings.host, "--port", str(self.port),
-            "--no-access-log", "--log-level", "warning",
-            "--timeout-graceful-shutdown", str(int(self.settings.graceful_timeout_s)),
+            sys.executable, "-m", "msarch", "serve", self.service,
+            "--host", self.settings.host, "--port", str(self.port), "--log-level", "warning",
         ]  # fmt: skip
         self.process = await asyncio.create_subprocess_exec(
             *command,

@@ -1,7 +1,7 @@
 """infra/: compose.yaml against the Compose Specification schema, and the rules msarch relies on.
 
-No Docker engine runs on the machines that run these tests: this checks the files (compose.yaml,
-Dockerfile, .dockerignore, healthcheck.py), not running containers. The schema is the
+These check the files (compose.yaml, Dockerfile, .dockerignore, healthcheck.py) in a second;
+tests/containers builds the images and runs the stack in real containers. The schema is the
 compose-spec JSON schema vendored by the PyPI package check-jsonschema 0.39.0 (Apache-2.0),
 copied under tests/schemas/ (see NOTICE.compose-spec there).
 """
@@ -9,7 +9,6 @@ copied under tests/schemas/ (see NOTICE.compose-spec there).
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import threading
@@ -349,14 +348,19 @@ def test_dockerfile_has_a_healthcheck_through_python() -> None:
     assert "--timeout=" in options
 
 
-def test_dockerfile_serves_the_chosen_service_with_uvicorn() -> None:
+def test_dockerfile_serves_the_chosen_service_with_msarch_serve() -> None:
+    """`msarch serve` runs uvicorn as PID 1 (exec form, no shell between it and SIGTERM)."""
     commands = [args for keyword, args in dockerfile_instructions() if keyword == "CMD"]
-    shell = json.loads(commands[-1])
-    assert shell[:2] == ["sh", "-c"]
-    argv = shlex.split(shell[2])
-    assert argv[:3] == ["exec", "uvicorn", "apps.${SERVICE}.app:app"]
-    assert argv[argv.index("--host") + 1] == "0.0.0.0"
-    assert argv[argv.index("--port") + 1] == "${PORT}"
+    assert json.loads(commands[-1]) == ["msarch", "serve"]
+
+
+def test_image_listens_on_every_interface_and_advertises_its_own_address() -> None:
+    """MSARCH_HOST=0.0.0.0 in the image: what uvicorn binds is what the settings say, so the
+    service registers the container's address in Consul, not 127.0.0.1 (issue 10)."""
+    environment = " ".join(args for keyword, args in dockerfile_instructions() if keyword == "ENV")
+    assert re.search(r"\bMSARCH_HOST=0\.0\.0\.0\b", environment)
+    assert re.search(r"\bSERVICE=\w+", environment)
+    assert re.search(r"\bPORT=\d+", environment)
 
 
 def test_build_context_holds_what_the_dockerfile_copies() -> None:

@@ -7,7 +7,7 @@ deployment (infra/compose.yaml) runs the real agent.
 
 import asyncio
 import logging
-import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +22,7 @@ from msarch.discovery import (
     keep_registered,
     registered,
     registration_of,
+    unreachable_reason,
 )
 from msarch.settings import Settings
 from tests.utils.consul_double import ConsulDouble
@@ -89,12 +90,54 @@ async def test_without_consul_url_nothing_registers() -> None:
 def test_advertised_address() -> None:
     assert advertised_host(Settings(host="10.1.2.3")) == "10.1.2.3"
     assert advertised_host(Settings(host="0.0.0.0", advertise_host="batch")) == "batch"
-    primary = socket.gethostbyname(socket.gethostname())
-    assert advertised_host(Settings(host="0.0.0.0")) == primary
     registration = registration_of("batch", Settings(host="0.0.0.0"), 8002)
-    assert registration.check_url == f"http://{primary}:8002/health"
     assert registration.id.startswith("batch-")
     assert registration.id != registration_of("batch", Settings(host="0.0.0.0"), 8002).id
+
+
+def own_address() -> str:
+    """An address of this machine that is not loopback (`ip` from Debian's iproute2)."""
+    lines = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "scope", "global"],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    addresses = [line.split()[3].split("/")[0] for line in lines]
+    assert addresses, "this machine has no network interface but loopback"
+    return addresses[0]
+
+
+def test_bound_to_every_interface_it_advertises_its_address_on_the_route_to_consul() -> None:
+    """As in a container: uvicorn on 0.0.0.0, Consul elsewhere; never 127.0.0.1 then."""
+    own = own_address()
+    local = Settings(host="0.0.0.0", consul_url="http://127.0.0.1:8500")
+    assert advertised_host(local) == "127.0.0.1"
+    elsewhere = Settings(host="0.0.0.0", consul_url=f"http://{own}:8500")
+    assert advertised_host(elsewhere) == own
+    registration = registration_of("batch", elsewhere, 8002)
+    assert registration.check_url == f"http://{own}:8002/health"
+
+
+def test_a_loopback_registration_with_a_remote_consul_is_refused_loudly() -> None:
+    loopback = registration_of("roundtrip", Settings(host="127.0.0.1"), 8001, "roundtrip-1")
+    reason = unreachable_reason(loopback, "http://consul:8500")
+    assert reason is not None
+    assert "roundtrip-1 advertises 127.0.0.1" in reason
+    assert "MSARCH_HOST=0.0.0.0" in reason
+    assert unreachable_reason(loopback, "http://127.0.0.1:8500") is None
+    routed = registration_of("roundtrip", Settings(host="10.1.2.3"), 8001)
+    assert unreachable_reason(routed, "http://consul:8500") is None
+
+
+async def test_a_loopback_registration_with_a_remote_consul_is_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    own = own_address()  # not loopback, and nothing listens there
+    settings = Settings(host="127.0.0.1", consul_url=f"http://{own}:{free_port()}")
+    with caplog.at_level(logging.ERROR, logger="msarch.discovery"):
+        async with registered("store", settings, 8004, instance="store-9"):
+            pass
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("store-9 advertises 127.0.0.1" in r.getMessage() for r in errors)
 
 
 async def test_registration_retries_in_the_background_while_consul_is_down(
