@@ -15,9 +15,14 @@ as in Consul); without it, registrations are passing and a test sets a status
 with `set_status`. DeregisterCriticalServiceAfter is recorded, not enforced.
 It runs in threads of its own, so it keeps answering whatever the test's event
 loop is doing, and `stop()`/`start()` make Consul unreachable and back on the same port.
+
+Run as a program (`python consul_double.py --host 0.0.0.0 --port 8500 --check-every 2`)
+it is the Consul of the local container stack (infra/compose.local.yaml).
 """
 
+import argparse
 import json
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -25,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.utils.infra import free_port
+from msarch.embedded import free_port
 
 NODE = {
     "ID": "0e4a6b1c-double",
@@ -40,8 +45,11 @@ def _lower_keys(value: dict[str, Any]) -> dict[str, Any]:
 
 
 class ConsulDouble:
-    def __init__(self, check_every_s: float | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, check_every_s: float | None = None, port: int | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        self.host = host
+        self.port = port or free_port()
         self.check_every_s = check_every_s
         self.registrations: list[dict[str, Any]] = []
         """Every register payload received, as sent."""
@@ -59,7 +67,7 @@ class ConsulDouble:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server = ThreadingHTTPServer((self.host, self.port), self._handler())
         self._server.daemon_threads = True
         self._stopping.clear()
         self._threads = [threading.Thread(target=self._server.serve_forever, daemon=True)]
@@ -226,3 +234,21 @@ class ConsulDouble:
                     self._answer(404, None)
 
         return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="The Consul test double, until SIGTERM.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument("--check-every", type=float, default=2.0, help="seconds between checks")
+    args = parser.parse_args()
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # as PID 1 in a container, no default action
+        signal.signal(sig, lambda *_: stopping.set())
+    with ConsulDouble(args.check_every, args.port, args.host):
+        print(f"Consul double on {args.host}:{args.port}, checks every {args.check_every:g} s")
+        stopping.wait()
+
+
+if __name__ == "__main__":
+    main()
