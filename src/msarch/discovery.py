@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
-from uuid import uuid4
 
 import consul  # type: ignore[import-untyped]
 import requests
@@ -136,7 +135,9 @@ def registration_of(
 ) -> Registration:
     address = advertised_host(settings)
     return Registration(
-        id=instance or f"{name}-{uuid4().hex[:8]}",
+        # One id per address: a restarted instance (a container started again, same address)
+        # replaces its own stale registration instead of being listed twice.
+        id=instance or f"{name}-{address}-{port}",
         name=name,
         address=address,
         port=port,

@@ -141,7 +141,7 @@ def create_service(
         log.info("started", extra={"instance": bus.instance})
         try:
             # Deregistered first on the way out, so the gateway stops sending before we drain.
-            async with registered(name, settings, settings.port_of(name), instance=bus.instance):
+            async with registered(name, settings, settings.port_of(name)):
                 yield
         finally:
             log.info("stopping: letting in-flight messages finish")

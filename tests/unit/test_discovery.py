@@ -90,9 +90,11 @@ async def test_without_consul_url_nothing_registers() -> None:
 def test_advertised_address() -> None:
     assert advertised_host(Settings(host="10.1.2.3")) == "10.1.2.3"
     assert advertised_host(Settings(host="0.0.0.0", advertise_host="batch")) == "batch"
-    registration = registration_of("batch", Settings(host="0.0.0.0"), 8002)
-    assert registration.id.startswith("batch-")
-    assert registration.id != registration_of("batch", Settings(host="0.0.0.0"), 8002).id
+    registration = registration_of("batch", Settings(host="10.1.2.3"), 8002)
+    assert registration.id == "batch-10.1.2.3-8002"
+    # Started again at the same address, an instance replaces its stale registration.
+    assert registration_of("batch", Settings(host="10.1.2.3"), 8002).id == registration.id
+    assert registration_of("batch", Settings(host="10.1.2.3"), 8012).id != registration.id
 
 
 def own_address() -> str:
