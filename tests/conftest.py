@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from msarch.settings import Settings
+from tests.utils.figures import RECORDED, Figures, report
 from tests.utils.infra import BROKERS, delete_namespace, isolated_settings
 from tests.utils.stack import Stack, running_stack
 
@@ -40,3 +41,20 @@ async def settings(backend: str) -> AsyncIterator[Settings]:
         yield value
     finally:
         await delete_namespace(value.namespace)
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """Print this test's figures as one `FIGURES <test>: key=value ...` line."""
+
+    def record(**values: object) -> str:
+        return report(request.node.name, **values)
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if RECORDED:
+        terminalreporter.section("figures (fault and container tests)")
+        for line in RECORDED:
+            terminalreporter.write_line(line)

@@ -1,4 +1,4 @@
-"""Fault-injection fixtures: private stacks, private servers, and the figures of each test."""
+"""Fault-injection fixtures: private stacks and private servers (figures: tests/conftest.py)."""
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -7,22 +7,13 @@ from pathlib import Path
 import pytest
 
 from msarch.settings import SERVICES
-from tests.utils.figures import RECORDED, report
+from tests.utils.figures import Figures
 from tests.utils.infra import BROKERS
 from tests.utils.stack import Stack, running_stack
 
-Figures = Callable[..., str]
+__all__ = ["Figures", "StackFactory"]
+
 StackFactory = Callable[..., AbstractAsyncContextManager[Stack]]
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Figures:
-    """Print this test's figures as one `FIGURES <test>: key=value ...` line."""
-
-    def record(**values: object) -> str:
-        return report(request.node.name, **values)
-
-    return record
 
 
 @pytest.fixture
@@ -44,10 +35,3 @@ def stack_with(backend: str) -> StackFactory:
 def server_dir(tmp_path: Path) -> Path:
     """Where a private server keeps its data and log (removed with tmp_path)."""
     return tmp_path / "server"
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if RECORDED:
-        terminalreporter.section("fault figures")
-        for line in RECORDED:
-            terminalreporter.write_line(line)

@@ -8,12 +8,11 @@ import asyncio
 import os
 import time
 from typing import Any
-from uuid import UUID
 
-import httpx
 import pytest
 
 from tests.faults.conftest import Figures, StackFactory
+from tests.utils.batch_kill import kill_store_at_half_a_batch
 from tests.utils.load import RoundtripLoad, kv_event_ids, metric, missing_keys
 from tests.utils.stack import Stack, wait_for, ws_frames
 
@@ -99,70 +98,15 @@ async def test_store_killed_at_half_a_batch_commits_it_whole(
     stack_with: StackFactory, figures: Figures
 ) -> None:
     async with stack_with() as stack:  # the default batch timeout, 20 s
-        await _kill_at_half_a_batch(stack, figures)
-
-
-async def _kill_at_half_a_batch(stack: Stack, figures: Figures) -> None:
-    store_process = stack.processes["store"]
-    store = stack.store()
-    seen: set[int] = set()
-    polls = 0
-    batch_id: UUID | None = None
-    finished = asyncio.Event()
-
-    async def watch() -> None:
-        """Every 10 ms: the final hash of the batch has 0 or all of its fields."""
-        nonlocal polls, batch_id
-        while not finished.is_set():
-            if batch_id is None:
-                ids = await store.redis.zrange(store.key("assembling"), 0, 0)
-                batch_id = UUID(ids[0]) if ids else None
-            if batch_id is not None:
-                seen.add(await store.redis.hlen(store.key("batch", str(batch_id))))
-                polls += 1
-            await asyncio.sleep(0.01)
-
-    watcher = asyncio.create_task(watch())
-    try:
-        async with httpx.AsyncClient(timeout=120) as client:
-            request = asyncio.create_task(
-                client.post(f"{stack.gateway_url}/api/batch", json={"size": BATCH})
+        store = stack.store()
+        try:
+            await kill_store_at_half_a_batch(
+                stack.gateway_url,
+                store,
+                BATCH,
+                kill=stack.processes["store"].kill,
+                restart=lambda: stack.restart("store"),
+                figures=figures,
             )
-
-            async def half_staged() -> bool:
-                return batch_id is not None and await _staged(store, batch_id) >= BATCH // 2
-
-            await wait_for(half_staged, 60, 0.02)
-            await store_process.kill()
-            assert batch_id is not None
-            killed_at = await _staged(store, batch_id)
-            await stack.restart("store")
-            response = await request
-        finished.set()
-        await watcher
-        fields = await store.redis.hlen(store.key("batch", str(batch_id)))
-        staging = await store.redis.exists(store.key("batch", str(batch_id), "staging"))
-    finally:
-        finished.set()
-        watcher.cancel()
-        await store.close()
-    figures(
-        size=BATCH,
-        killed_at_items=killed_at,
-        http_status=response.status_code,
-        elapsed_ms=response.json().get("elapsed_ms"),
-        final_fields=fields,
-        reader_polls=polls,
-        reader_saw=sorted(seen),
-    )
-    assert response.status_code == 200, response.text
-    assert response.json() == {**response.json(), "batch_id": str(batch_id), "status": "Done"}
-    assert 0 < killed_at < BATCH
-    assert fields == BATCH
-    assert not staging
-    assert seen <= {0, BATCH}, f"a reader saw part of the batch: {sorted(seen)}"
-
-
-async def _staged(store: Any, batch_id: UUID) -> int:
-    state = await store.batch_state(batch_id)
-    return state.stored if state else 0
+        finally:
+            await store.close()

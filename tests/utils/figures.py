@@ -1,8 +1,14 @@
-"""The measured figures of the fault tests: one `FIGURES <test>: key=value ...` line each.
+"""The measured figures of the fault and container tests: one `FIGURES <test>: key=value ...`
+line each.
 
 Each line is printed when the test measures it and again in pytest's summary, so
-`just faults` shows every figure at the end whatever the output capture.
+`just faults` and `just test` show every figure at the end whatever the output capture.
 """
+
+from collections.abc import Callable
+
+Figures = Callable[..., str]
+"""The `figures` fixture (tests/conftest.py): figures(key=value, ...) prints one line."""
 
 RECORDED: list[str] = []
 
