@@ -28,8 +28,9 @@ fmt:
     {{bin}}/ruff format src apps tests bench
     {{bin}}/ruff check --fix src apps tests bench
 
-# every test: lint, unit, integration and end to end, against the real servers
+# every test: lint, unit, integration, end to end, faults, containers, k8s manifests
 test *args: lint
+    tests/prepare.sh
     {{bin}}/pytest {{args}}
 
 # only the fast unit tests
@@ -46,13 +47,22 @@ docs:
     @echo "AsyncAPI: http://127.0.0.1:8000/docs/asyncapi"
     -xdg-open http://127.0.0.1:8000/docs 2>/dev/null || true
 
-# the whole stack in containers (needs a Docker engine with the compose plugin)
+# the whole stack in containers with the upstream images (Docker with the compose plugin)
 compose-up:
-    docker compose -f infra/compose.yaml up --build -d
+    docker compose -p msarch -f infra/compose.yaml up --build -d
 
-# stop the container stack (volumes kept; add -v to drop them)
+# the same stack with every image built here from Debian's packages and PyPI (no registry)
+compose-local:
+    infra/local/compose.sh up
+
+# stop and remove the container stack (volumes kept: `infra/local/compose.sh down -v` drops them)
 compose-down:
-    docker compose -f infra/compose.yaml down
+    infra/local/compose.sh down
+
+# the container suite alone (also part of `just test`)
+containers *args:
+    tests/prepare.sh
+    {{bin}}/pytest tests/containers {{args}}
 
 # the fault-injection suite alone (also part of `just test`)
 faults *args:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The compose stack with local images: `compose.sh up` builds every image (images.sh) and starts
-# infra/compose.yaml + infra/compose.local.yaml as project msarch, then waits for the gateway;
-# `compose.sh down` stops and removes it; anything else is passed to compose as it is.
+# The compose stack with local images: `compose.sh up` (alone) builds every image (images.sh),
+# starts infra/compose.yaml + infra/compose.local.yaml as project msarch (MSARCH_COMPOSE_PROJECT)
+# and waits for the gateway; `compose.sh down` stops and removes it; anything else
+# (`compose.sh ps`, `compose.sh up -d --scale store=3`, `compose.sh logs store`) goes to compose.
 # Compose v2 (`docker compose`) when present, else Debian's docker-compose 1.29 with
 # --compatibility (which turns deploy.replicas into running replicas).
 set -euo pipefail
@@ -18,7 +19,7 @@ compose() {
     fi
 }
 
-case "${1:-up}" in
+case "${*:-up}" in
 up)
     "$root/infra/local/engine.sh"
     "$root/infra/local/images.sh"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# What `just test` needs beyond the Python packages, installed or started when missing, with
+# one line saying so: Debian's chromium for the browser tests, and a Docker engine (with
+# Compose and debootstrap) for the container suite. The servers the tests talk to (RabbitMQ,
+# Redis, NATS) are the machine's own: .ci/run starts those. Without root it says what is
+# missing and fails: no test is skipped for want of a tool.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        echo "msarch tests: missing /usr/bin/chromium (Debian's chromium, for the browser tests):" \
+            "as root, apt-get install chromium" >&2
+        exit 1
+    fi
+    echo "msarch tests: installing Debian's chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+infra/local/engine.sh
