@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `just test` needs beyond the Python packages, installed or started when missing, with
 # one line saying so: Debian's chromium for the browser tests, and a Docker engine (with
-# Compose and debootstrap) for the container suite. The servers the tests talk to (RabbitMQ,
+# Compose and debootstrap) and the local images for the container suite. The servers the tests talk to (RabbitMQ,
 # Redis, NATS) are the machine's own: .ci/run starts those. Without root it says what is
 # missing and fails: no test is skipped for want of a tool.
 set -euo pipefail
@@ -19,3 +19,4 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 infra/local/engine.sh
+infra/local/images.sh

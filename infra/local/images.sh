@@ -46,7 +46,8 @@ build() {  # image, dockerfile, context, build args...
     local args=()
     for arg in "$@"; do args+=(--build-arg "$arg"); done
     local log=$work/build-${image##*/}.log
-    if ! docker build -t "$image" -f "$dockerfile" "${args[@]}" "$dir" >"$log" 2>&1; then
+    if ! docker build --label msarch-local=1 -t "$image" -f "$dockerfile" "${args[@]}" "$dir" \
+        >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         say "building $image failed (whole log: $log)"
         exit 1
@@ -75,4 +76,6 @@ build msarch-local/rabbitmq "$here/rabbitmq.Dockerfile" "$context"
 build msarch-local/redis "$here/redis.Dockerfile" "$context"
 build msarch-local/nats "$here/nats.Dockerfile" "$context"
 build msarch-local/consul-double "$here/consul-double.Dockerfile" "$context"
+# What a rebuild left behind: the previous, now untagged, versions of our own images only.
+docker image prune --force --filter label=msarch-local=1 >/dev/null
 say "every image ready in $((SECONDS - started)) s"

@@ -440,3 +440,63 @@ def test_healthcheck_script_fails_when_nothing_listens() -> None:
     result = run_healthcheck(port)
     assert result.returncode == 1
     assert f"127.0.0.1:{port}/health" in result.stderr
+
+
+# infra/compose.local.yaml: the same stack, with images built here.
+
+LOCAL_OVERRIDE = INFRA / "compose.local.yaml"
+LOCAL_IMAGES = INFRA / "local"
+
+
+@pytest.fixture(scope="module")
+def local_override() -> Document:
+    document: Document = yaml.safe_load(LOCAL_OVERRIDE.read_text())
+    return document
+
+
+def test_local_override_swaps_images_and_nothing_else(local_override: Document) -> None:
+    """Services, networks, volumes, healthchecks, depends_on and restart stay compose.yaml's;
+    only Consul, which no package source ships, is replaced (by the project's double)."""
+    assert set(local_override) <= {"services"} | {k for k in local_override if k.startswith("x-")}
+    assert set(local_override["services"]) == {*SERVICES, *INFRA_SERVICES}
+    for name, service in local_override["services"].items():
+        allowed = {"image", "build"} | ({"command", "healthcheck"} if name == "consul" else set())
+        assert set(service) <= allowed, f"{name} changes {set(service) - allowed}"
+        assert service["image"].startswith("msarch-local/"), name
+
+
+def test_local_override_builds_the_services_on_the_local_python(local_override: Document) -> None:
+    for name in SERVICES:
+        service = local_override["services"][name]
+        assert service["image"] == "msarch-local/msarch"
+        assert service["build"]["args"]["PYTHON_IMAGE"] == "msarch-local/python"
+
+
+def test_local_images_script_builds_every_image_the_override_names(
+    local_override: Document,
+) -> None:
+    script = (LOCAL_IMAGES / "images.sh").read_text()
+    built = set(re.findall(r"^build (msarch-local/[\w-]+) ", script, re.M))
+    wanted = {service["image"] for service in local_override["services"].values()}
+    assert wanted <= built, f"not built by images.sh: {wanted - built}"
+    for dockerfile in re.findall(r'"\$here/([\w.-]+\.Dockerfile)"', script):
+        assert (LOCAL_IMAGES / dockerfile).exists(), dockerfile
+
+
+def test_compose_file_with_the_local_override_is_valid_compose(
+    validator: Draft202012Validator, compose: Document, local_override: Document
+) -> None:
+    merged = json.loads(json.dumps(compose))
+    for name, service in local_override["services"].items():
+        target = merged["services"][name]
+        for key, value in service.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                target[key] = {**target[key], **value}
+            else:
+                target[key] = value
+    assert errors_of(validator, merged) == []
+
+
+def test_compose_file_has_no_top_level_name() -> None:
+    """Debian's Compose 1.29 refuses it; the project name is passed with -p."""
+    assert "name" not in yaml.safe_load(COMPOSE_FILE.read_text())
