@@ -45,12 +45,16 @@ build() {  # image, dockerfile, context, build args...
     shift 3
     local args=()
     for arg in "$@"; do args+=(--build-arg "$arg"); done
-    local log=$work/build-${image##*/}.log
-    if ! docker build --label msarch-local=1 -t "$image" -f "$dockerfile" "${args[@]}" "$dir" \
-        >"$log" 2>&1; then
+    local log=$work/build-${image##*/}.log previous
+    previous=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+    if ! docker build -t "$image" -f "$dockerfile" "${args[@]}" "$dir" >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         say "building $image failed (whole log: $log)"
         exit 1
+    fi
+    # The version this build replaced, if any: removed, unless a container still uses it.
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect --format '{{.Id}}' "$image")" ]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
     fi
     say "$image ready in $((SECONDS - started)) s"
 }
@@ -76,6 +80,4 @@ build msarch-local/rabbitmq "$here/rabbitmq.Dockerfile" "$context"
 build msarch-local/redis "$here/redis.Dockerfile" "$context"
 build msarch-local/nats "$here/nats.Dockerfile" "$context"
 build msarch-local/consul-double "$here/consul-double.Dockerfile" "$context"
-# What a rebuild left behind: the previous, now untagged, versions of our own images only.
-docker image prune --force --filter label=msarch-local=1 >/dev/null
 say "every image ready in $((SECONDS - started)) s"

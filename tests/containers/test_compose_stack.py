@@ -16,7 +16,7 @@ from msarch.settings import SERVICES
 from tests.utils.batch_kill import kill_store_at_half_a_batch
 from tests.utils.compose import ComposeStack
 from tests.utils.figures import Figures
-from tests.utils.load import RoundtripLoad, kv_event_ids, metric, missing_keys
+from tests.utils.load import RoundtripLoad, events_once_stored, kv_event_ids, metric
 from tests.utils.stack import wait_for, ws_frames
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
@@ -168,34 +168,23 @@ async def test_broker_container_killed_under_load_loses_no_acknowledged_request(
     rabbitmq = await stack.container("rabbitmq")
     services_before = {s: await started_at(stack, s) for s in SERVICES}
     load = RoundtripLoad(stack.gateway_url, "broker-killed", concurrency=8)
-    stop = asyncio.Event()
-    sending = asyncio.create_task(load.run(until=stop))
     store = await stack.store()
     try:
-        await wait_for(lambda: len(load.confirmed) >= 200, 60)
-        await stack.docker("kill", rabbitmq)
-        down_at = time.monotonic()
-        await asyncio.sleep(3.0)
-        await stack.docker("start", rabbitmq)
-        up_at = time.monotonic()
-        healthy_s = await healthy_again(stack, 180)
-        confirmed_before = len(load.confirmed)
-        await wait_for(lambda: len(load.confirmed) >= confirmed_before + 200, 60)
-        stop.set()
-        await sending
-
-        async def all_stored() -> bool:
-            return not await missing_keys(store, load.confirmed)
-
-        await wait_for(all_stored, 120, 0.5)
-        events = await kv_event_ids(store)
+        async with load.running():
+            await wait_for(lambda: len(load.confirmed) >= 200, 60)
+            await stack.docker("kill", rabbitmq)
+            down_at = time.monotonic()
+            await asyncio.sleep(3.0)
+            await stack.docker("start", rabbitmq)
+            up_at = time.monotonic()
+            healthy_s = await healthy_again(stack, 180)
+            confirmed_before = len(load.confirmed)
+            await wait_for(lambda: len(load.confirmed) >= confirmed_before + 200, 60)
+        mine = await events_once_stored(store, load.confirmed)
     finally:
-        stop.set()
-        sending.cancel()
         await store.close()
     services_after = {s: await started_at(stack, s) for s in SERVICES}
     failed = [a for a in load.answers if a.status != 202]
-    mine = {i: n for i, n in events.items() if i in load.confirmed}
     figures(
         broker_down_s=round(up_at - down_at, 1),
         healthy_after_broker_start_s=round(healthy_s, 1),
@@ -323,31 +312,20 @@ async def test_docker_stop_lets_in_flight_work_finish(
     stack = compose_stack
     container = await stack.container(service)
     load = RoundtripLoad(stack.gateway_url, f"stop-{service}", concurrency=8, timeout_s=20)
-    stop = asyncio.Event()
-    sending = asyncio.create_task(load.run(until=stop))
     store = await stack.store()
     try:
-        await wait_for(lambda: len(load.confirmed) >= 300, 60)
-        started = time.monotonic()
-        await stack.docker("stop", "--time", "30", container)
-        stop_s = time.monotonic() - started
-        state = (await stack.inspect(container))["State"]
-        logs = await stack.logs(container)
-        await stack.docker("start", container)
-        await healthy_again(stack)
-        stop.set()
-        await sending
-
-        async def all_stored() -> bool:
-            return not await missing_keys(store, load.confirmed)
-
-        await wait_for(all_stored, 120, 0.5)
-        events = await kv_event_ids(store)
+        async with load.running():
+            await wait_for(lambda: len(load.confirmed) >= 300, 60)
+            started = time.monotonic()
+            await stack.docker("stop", "--time", "30", container)
+            stop_s = time.monotonic() - started
+            state = (await stack.inspect(container))["State"]
+            logs = await stack.logs(container)
+            await stack.docker("start", container)
+            await healthy_again(stack)
+        mine = await events_once_stored(store, load.confirmed)
     finally:
-        stop.set()
-        sending.cancel()
         await store.close()
-    mine = {i: n for i, n in events.items() if i in load.confirmed}
     figures(
         service=service,
         stop_s=round(stop_s, 2),

@@ -3,12 +3,15 @@
 import asyncio
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from msarch.storage import Store
+from tests.utils.stack import wait_for
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,18 @@ class RoundtripLoad:
             elif status != 202:
                 await asyncio.sleep(0.05)  # as a client honouring Retry-After would, briefly
 
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Roundtrips sent in the background while inside; on the way out the load stops
+        and the requests still in flight get their answers."""
+        stop = asyncio.Event()
+        sending = asyncio.create_task(self.run(until=stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await sending
+
     def during(self, start: float, end: float) -> list[Answer]:
         """Answers to requests sent in [start, end) (time.monotonic())."""
         return [a for a in self.answers if start <= a.started < end]
@@ -105,3 +120,17 @@ async def metric(url: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 total += sample.value
     return total
+
+
+async def events_once_stored(
+    store: Store, confirmed: dict[str, tuple[str, str]], timeout_s: float = 120.0
+) -> dict[str, int]:
+    """Wait until every confirmed key/value is in Redis; then how many KeyValueStored events
+    each confirmed message id has in the log (a missing one has none)."""
+
+    async def all_stored() -> bool:
+        return not await missing_keys(store, confirmed)
+
+    await wait_for(all_stored, timeout_s, 0.5)
+    events = await kv_event_ids(store)
+    return {message_id: events[message_id] for message_id in confirmed if message_id in events}
