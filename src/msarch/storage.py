@@ -86,7 +86,7 @@ return 1
 # Stages items of one batch; the last missing item commits the batch.
 # KEYS: meta, staging, final, batches, assembling, events
 # ARGV: batch id, size, now ms, time, correlation id, then index/key/value triples.
-# Returns {status, outcome, stored, detail}; rules as in msarch.batch_assembly.
+# Returns {status, outcome, stored, detail}; rules as in msarch.batch_rules.
 _STAGE_ITEMS = """
 local meta, staging, final, batches, assembling, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -150,7 +150,7 @@ return {'PendingDatabase', outcome, stored, ''}
 class StageResult:
     status: BatchStatus
     outcome: str
-    """staged, duplicate, completed, invalidated or ignored (see batch_assembly.Outcome)."""
+    """staged, duplicate, completed, invalidated or ignored (see batch_rules.Outcome)."""
     stored: int
     detail: str | None
 

@@ -1,10 +1,10 @@
-"""The Redis assembly (a Lua script in msarch.storage) checked against the pure rules.
+"""Batch assembly in Redis (a Lua script in msarch.storage) checked against the pure rules.
 
 Hypothesis generates a stream of operations on 1-3 small batches: items in any
 order, duplicates carrying other values, items that contradict their batch,
 and timeouts. Each operation is applied both to `Store.stage_items` /
 `Store.fail_batch` on the real Redis (db 9, a fresh namespace per example) and
-to `msarch.batch_assembly.Assembly`; status, outcome and stored count must agree
+to `msarch.batch_rules.BatchRules`; status, outcome and stored count must agree
 after every step, and the final hashes must hold exactly the first value sent
 for each index.
 """
@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from msarch.batch_assembly import Assembly, Outcome
+from msarch.batch_rules import BatchRules, Outcome
 from msarch.events import EventType
 from msarch.messages import BatchItem, BatchStatus
 from msarch.storage import Store
@@ -110,16 +110,16 @@ def _group_outcome(outcomes: list[Outcome]) -> Outcome:
 
 @dataclass
 class Model:
-    """The pure side: one Assembly per batch, and the first value sent for each index."""
+    """The pure side: one BatchRules per batch, and the first value sent for each index."""
 
     ids: list[UUID]
-    assemblies: dict[UUID, Assembly] = field(default_factory=dict)
+    batches: dict[UUID, BatchRules] = field(default_factory=dict)
     first_values: dict[UUID, dict[int, tuple[str, str]]] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         for bid in self.ids:
-            self.assemblies[bid] = Assembly()
+            self.batches[bid] = BatchRules()
             self.first_values[bid] = {}
 
 
@@ -129,19 +129,19 @@ async def _run(store: Store, ops: list[Op]) -> Model:
 
     for step, op in enumerate(ops):
         bid = model.ids[op.batch]
-        assembly = model.assemblies[bid]
+        rules = model.batches[bid]
         where = f"step {step}: {op}"
         if isinstance(op, TimeOut):
-            changed = assembly.time_out()
+            changed = rules.time_out()
             status = await store.fail_batch(bid, BatchStatus.TimeoutExceeded, "test timeout")
-            assert status is assembly.status, where
+            assert status is rules.status, where
             model.events["BatchFailed"] += changed
         else:
             items = [_item(bid, *spec) for spec in op.items]
             outcomes = []
             for item in items:
-                was_final = assembly.status.is_final
-                outcome = assembly.receive(item.index, item.size)
+                was_final = rules.status.is_final
+                outcome = rules.receive(item.index, item.size)
                 outcomes.append(outcome)
                 if outcome in (Outcome.STAGED, Outcome.COMPLETED):
                     model.first_values[bid].setdefault(item.index, (item.key, item.value))
@@ -154,31 +154,31 @@ async def _run(store: Store, ops: list[Op]) -> Model:
             expected = _group_outcome(outcomes)
             assert (result.outcome, result.status, result.stored) == (
                 expected.value,
-                assembly.status,
-                len(assembly.received),
+                rules.status,
+                len(rules.received),
             ), where
             assert (result.detail is not None) is (
-                assembly.status in (BatchStatus.Invalid, BatchStatus.TimeoutExceeded)
+                rules.status in (BatchStatus.Invalid, BatchStatus.TimeoutExceeded)
             ), where
         state = await store.batch_state(bid)
         assert state is not None, where
-        assert (state.status, state.stored) == (assembly.status, len(assembly.received)), where
+        assert (state.status, state.stored) == (rules.status, len(rules.received)), where
 
     done: list[str] = []
-    for bid, assembly in model.assemblies.items():
+    for bid, rules in model.batches.items():
         stored = [kv async for kv in store.iter_batch_values(bid)]
-        if assembly.status is BatchStatus.Done:
+        if rules.status is BatchStatus.Done:
             done.append(str(bid))
-            assert assembly.size is not None
+            assert rules.size is not None
             first = model.first_values[bid]
-            assert stored == [first[i] for i in range(assembly.size)], bid
-            assert await store.batch_size(bid) == assembly.size
+            assert stored == [first[i] for i in range(rules.size)], bid
+            assert await store.batch_size(bid) == rules.size
         else:
             assert stored == []
             assert await store.batch_size(bid) is None
         staging = await store.redis.hlen(store.key("batch", str(bid), "staging"))
-        pending = assembly.status is BatchStatus.PendingDatabase
-        assert staging == (len(assembly.received) if pending else 0)
+        pending = rules.status is BatchStatus.PendingDatabase
+        assert staging == (len(rules.received) if pending else 0)
     assert sorted(await store.list_batches(0, 10)) == sorted(done)
 
     logged = Counter(event.type.value for event in await store.read_events(limit=10_000))
@@ -189,8 +189,8 @@ async def _run(store: Store, ops: list[Op]) -> Model:
 
 
 def _count_endings(model: Model) -> None:
-    for assembly in model.assemblies.values():
-        event(f"batch ends {assembly.status.value}")
+    for rules in model.batches.values():
+        event(f"batch ends {rules.status.value}")
 
 
 @MODEL_SETTINGS
