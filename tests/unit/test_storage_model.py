@@ -1,4 +1,5 @@
-"""Batch assembly in Redis (a Lua script in msarch.storage) checked against the pure rules.
+"""Batch assembly in Redis (the stage_items and fail_batch Lua scripts) checked against
+the pure rules model (msarch.batch_rules).
 
 Hypothesis generates a stream of operations on 1-3 small batches: items in any
 order, duplicates carrying other values, items that contradict their batch,
@@ -153,7 +154,7 @@ async def _run(store: Store, ops: list[Op]) -> Model:
             result = await store.stage_items(items)
             expected = _group_outcome(outcomes)
             assert (result.outcome, result.status, result.stored) == (
-                expected.value,
+                expected,
                 rules.status,
                 len(rules.received),
             ), where
@@ -176,7 +177,7 @@ async def _run(store: Store, ops: list[Op]) -> Model:
         else:
             assert stored == []
             assert await store.batch_size(bid) is None
-        staging = await store.redis.hlen(store.key("batch", str(bid), "staging"))
+        staging = await store.redis.hlen(store.keys.batch_staging(str(bid)))
         pending = rules.status is BatchStatus.PendingDatabase
         assert staging == (len(rules.received) if pending else 0)
     assert sorted(await store.list_batches(0, 10)) == sorted(done)
@@ -206,7 +207,7 @@ async def test_redis_assembly_follows_the_pure_rules_item_by_item(
 async def test_redis_assembly_follows_the_pure_rules_for_items_staged_together(
     fresh_store: StoreFactory, ops: list[Op]
 ) -> None:
-    # The store's assembler stages every item of a batch that arrived together in one call.
+    # The store's stage buffer stages every item of a batch that arrived together in one call.
     _count_endings(await _run(fresh_store(), ops))
 
 
@@ -220,6 +221,6 @@ async def test_an_out_of_range_item_after_the_completing_one_in_the_same_call(
 async def test_a_model_run_writes_only_under_its_own_prefix(fresh_store: StoreFactory) -> None:
     store = fresh_store()
     await _run(store, [Items(0, ((0, 1, "a"),))])
-    keys = [k async for k in store.redis.scan_iter(match=f"{store.prefix}*")]
+    keys = [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}*")]
     assert keys
-    assert all(k.startswith(store.prefix) for k in keys)
+    assert all(k.startswith(store.keys.prefix) for k in keys)
