@@ -29,7 +29,6 @@ if size < 1 then return invalid('size ' .. ARGV[2] .. ' is not positive') end
 if known and known ~= size then
   return invalid('an item says size ' .. size .. ', the batch has size ' .. known)
 end
-redis.call('HSET', meta, 'status', 'PendingDatabase', 'size', size)
 redis.call('HSETNX', meta, 'created_at', now)
 local outcome = 'duplicate'
 for i = FIRST_ITEM, #ARGV, 3 do
@@ -39,6 +38,8 @@ for i = FIRST_ITEM, #ARGV, 3 do
   if index < 0 or index >= size then
     return invalid('index ' .. ARGV[i] .. ' is outside 0..' .. (size - 1))
   end
+  -- A valid item fixes the size (BatchRules.receive); an invalid first one does not.
+  if i == FIRST_ITEM then redis.call('HSET', meta, 'status', 'PendingDatabase', 'size', size) end
   local item = cjson.encode({ARGV[i + 1], ARGV[i + 2]})
   if redis.call('HSETNX', staging, ARGV[i], item) == 1 then
     outcome = 'staged'
