@@ -7,8 +7,7 @@ from msarch.storage import Store
 
 
 async def events_length(store: Store) -> int:
-    length: int = await store.redis.xlen(store.key("events"))
-    return length
+    return await store.events.length()
 
 
 async def wait_for_events(store: Store, target: int, timeout_s: float) -> float:

@@ -7,19 +7,20 @@ or loop them.
 
 import logging
 
-from apps.store.assembler import Assembler
+from apps.store.stage_buffer import StageBuffer
 from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import BatchItem, KeyValue
 from msarch.resilience import until_redis_answers
 from msarch.service import Runtime
+from msarch.storage import MessageState
 
 log = logging.getLogger("msarch.store")
 
 
 def subscribe(runtime: Runtime) -> None:
     bus, store = runtime.bus, runtime.store
-    assembler = Assembler(runtime)
+    stage_buffer = StageBuffer(runtime)
 
     @bus.subscriber(channels.EVENT)
     async def on_event(kv: KeyValue) -> None:
@@ -27,7 +28,7 @@ def subscribe(runtime: Runtime) -> None:
         state, event_id = await until_redis_answers(
             lambda: store.store_key_value(kv, correlation_id), runtime
         )
-        if state == "forwarded":
+        if state is MessageState.FORWARDED:
             log.info("duplicate, already forwarded", extra={"message_id": str(kv.id)})
             return
         # A crash between the write and this publish re-forwards on redelivery, same event id.
@@ -39,11 +40,12 @@ def subscribe(runtime: Runtime) -> None:
             headers={EVENT_ID_HEADER: event_id},
         )
         await until_redis_answers(lambda: store.mark_forwarded(kv), runtime)
+        first_time = state is MessageState.NEW
         log.info(
-            "stored and forwarded" if state == "new" else "re-forwarded after redelivery",
+            "stored and forwarded" if first_time else "re-forwarded after redelivery",
             extra={"message_id": str(kv.id), "event_id": event_id, "key": kv.key[:64]},
         )
 
     @bus.subscriber(channels.BATCH)
     async def on_batch_item(item: BatchItem) -> None:
-        await assembler.add(item, bus.current_message().correlation_id)
+        await stage_buffer.add(item, bus.current_message().correlation_id)

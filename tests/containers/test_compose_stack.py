@@ -254,7 +254,7 @@ async def test_scaled_out_every_item_is_stored_once_and_every_client_gets_every_
             await wait_for(every_client_has_every_frame, 60, 0.2)
             events = await kv_event_ids(store)
             staged = await staged_items(store, batch_id)
-            fields = await store.redis.hlen(store.key("batch", batch_id))
+            fields = await store.redis.hlen(store.keys.batch(batch_id))
             consumed = {
                 name: await batch_items_consumed(name) - before.get(name, 0.0) for name in stores
             }

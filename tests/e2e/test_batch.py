@@ -30,7 +30,7 @@ async def _assert_stored(client: httpx.AsyncClient, stack: Stack, batch_id: str,
     assert [int(i["key"].rsplit("_", 1)[1]) for i in items] == list(range(size))
     store = stack.store()
     try:
-        assert await store.redis.hlen(store.key("batch", batch_id)) == size
+        assert await store.redis.hlen(store.keys.batch(batch_id)) == size
     finally:
         await store.close()
 
@@ -107,7 +107,7 @@ async def test_shuffled_batch_with_duplicates_completes_once(stack: Stack) -> No
     store = stack.store()
     try:
         await wait_for(lambda: _is_done(store, batch_id), 30)
-        assert await store.redis.hlen(store.key("batch", str(batch_id))) == size
+        assert await store.redis.hlen(store.keys.batch(str(batch_id))) == size
         staged = [e async for e in _events_of(store, batch_id)]
         assert sorted(e["index"] for e in staged if "index" in e) == list(range(size))
     finally:

@@ -44,7 +44,7 @@ async def test_event_pages_cover_the_log_exactly_once(stack: Stack) -> None:
     await _roundtrips(stack, [f"page-{i}" for i in range(40)])
     store = stack.store()
     try:
-        total = await store.redis.xlen(store.key("events"))
+        total = await store.events.length()
     finally:
         await store.close()
     seen: list[str] = []

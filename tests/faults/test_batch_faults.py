@@ -37,8 +37,8 @@ async def test_batch_with_the_store_down_times_out_in_time_and_is_never_partial(
     try:
         await asyncio.sleep(2)  # the store drains the queued items of the dead batch
         state = await store.batch_state(UUID(batch_id))
-        final = await store.redis.exists(store.key("batch", batch_id))
-        staging = await store.redis.exists(store.key("batch", batch_id, "staging"))
+        final = await store.redis.exists(store.keys.batch(batch_id))
+        staging = await store.redis.exists(store.keys.batch_staging(batch_id))
     finally:
         await store.close()
     figures(
@@ -90,15 +90,15 @@ async def test_publisher_dead_at_60_percent_times_the_batch_out(
             published = time.monotonic()
 
             async def reported() -> bool:
-                final_sizes.add(await store.redis.hlen(store.key("batch", str(batch_id))))
+                final_sizes.add(await store.redis.hlen(store.keys.batch(str(batch_id))))
                 return any(r.batch_id == batch_id for r in replies)
 
             await wait_for(reported, 30, 0.01)
             reported_s = time.monotonic() - published
             state = await store.batch_state(batch_id)
-            staging = await store.redis.exists(store.key("batch", str(batch_id), "staging"))
-            final = await store.redis.exists(store.key("batch", str(batch_id)))
-            assembling = await store.redis.zscore(store.key("assembling"), str(batch_id))
+            staging = await store.redis.exists(store.keys.batch_staging(str(batch_id)))
+            final = await store.redis.exists(store.keys.batch(str(batch_id)))
+            assembling = await store.redis.zscore(store.keys.assembling, str(batch_id))
             events = [
                 e
                 for e in await store.read_events(None, 10_000)
@@ -159,7 +159,7 @@ async def test_twenty_concurrent_batches_on_two_stores_do_not_mix(
             for response in responses:
                 assert response.status_code == 200, response.text
                 batch_id = response.json()["batch_id"]
-                fields = await store.redis.hgetall(store.key("batch", batch_id))
+                fields = await store.redis.hgetall(store.keys.batch(batch_id))
                 sizes.append(len(fields))
                 expected = {
                     str(i): [f"{batch_id}_key_{i}", f"{batch_id}_value_{i}"] for i in range(size)

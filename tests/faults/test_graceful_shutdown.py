@@ -39,7 +39,7 @@ async def test_sigterm_under_load_finishes_in_flight_work_in_time(
                     return service, time.monotonic() - started, code
 
                 exits = await asyncio.gather(*(terminate(s) for s in SERVICES))
-                events_at_stop = await store.redis.xlen(store.key("events"))
+                events_at_stop = await store.events.length()
                 kv_at_stop = sum((await kv_event_ids(store)).values())
                 stop_load.set()
                 await sending
@@ -57,10 +57,8 @@ async def test_sigterm_under_load_finishes_in_flight_work_in_time(
                     channel=stack.settings.namespace + "event",
                     outcome="ok",
                 )
-                batch_ids = await store.redis.zrange(store.key("batches"), 0, -1)
-                batch_fields = [
-                    await store.redis.hlen(store.key("batch", bid)) for bid in batch_ids
-                ]
+                batch_ids = await store.redis.zrange(store.keys.batches, 0, -1)
+                batch_fields = [await store.redis.hlen(store.keys.batch(bid)) for bid in batch_ids]
             finally:
                 await store.close()
     confirmed_at_stop = len(load.confirmed)
@@ -92,7 +90,7 @@ async def test_sigterm_under_load_finishes_in_flight_work_in_time(
 
 
 async def _staged_some(store: object) -> bool:
-    return bool(await store.redis.zcard(store.key("assembling")))  # type: ignore[attr-defined]
+    return bool(await store.redis.zcard(store.keys.assembling))  # type: ignore[attr-defined]
 
 
 async def _missing_after(load: RoundtripLoad, events: dict[str, int]) -> list[str]:

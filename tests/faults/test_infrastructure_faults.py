@@ -82,14 +82,10 @@ async def test_broker_restart_under_load_loses_nothing_and_reconnects(
                 batch_body = batch_answer.json()
                 batch_fields = None
                 if batch_answer.status_code == 200:
-                    batch_fields = await store.redis.hlen(
-                        store.key("batch", batch_body["batch_id"])
-                    )
+                    batch_fields = await store.redis.hlen(store.keys.batch(batch_body["batch_id"]))
                 elif "batch_id" in batch_body:
                     await asyncio.sleep(2)
-                    batch_fields = await store.redis.hlen(
-                        store.key("batch", batch_body["batch_id"])
-                    )
+                    batch_fields = await store.redis.hlen(store.keys.batch(batch_body["batch_id"]))
             finally:
                 await store.close()
             same_processes = _pids(stack) == pids and all(
@@ -143,7 +139,7 @@ async def test_redis_killed_and_restarted_loses_no_acknowledged_write(
                 async with httpx.AsyncClient(timeout=60) as client:
                     batch = await client.post(f"{stack.gateway_url}/api/batch", json={"size": 1000})
                 assert batch.status_code == 200, batch.text
-                events_before = await store.redis.xlen(store.key("events"))
+                events_before = await store.events.length()
                 await store.close()
                 await redis.kill()
                 down_at = time.monotonic()
@@ -158,7 +154,7 @@ async def test_redis_killed_and_restarted_loses_no_acknowledged_write(
                 await wait_for(lambda: _all_healthy(stack), 30, 0.2)
                 healthy_at = time.monotonic()
                 missing = await missing_keys(store, before.confirmed)
-                batch_fields = await store.redis.hlen(store.key("batch", batch.json()["batch_id"]))
+                batch_fields = await store.redis.hlen(store.keys.batch(batch.json()["batch_id"]))
                 events = await kv_event_ids(store)
             finally:
                 await store.close()

@@ -42,7 +42,7 @@ async def test_store_killed_mid_stream_loses_no_roundtrip(
         await wait_for(lambda: len(load.confirmed) >= ROUNDTRIPS // 3, 120)
         await store_process.kill()
         # Only the store appends to the log: this is exactly what it wrote before dying.
-        at_kill["events"] = await store.redis.xlen(store.key("events"))
+        at_kill["events"] = await store.events.length()
         at_kill["confirmed"] = len(load.confirmed)
         await asyncio.sleep(1.0)
         await stack.restart("store")

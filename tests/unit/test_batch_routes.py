@@ -156,7 +156,7 @@ async def test_stored_batches_can_be_listed_and_read(service: BatchService) -> N
     ids = [uuid4() for _ in range(3)]
     for score, batch_id in enumerate(ids):
         await store.stage_items([item_of(batch_id, i, 3) for i in range(3)])
-        await store.redis.zadd(store.key("batches"), {str(batch_id): 1000 + score})
+        await store.redis.zadd(store.keys.batches, {str(batch_id): 1000 + score})
     pending = uuid4()
     await store.stage_items([item_of(pending, 0, 2)])
 

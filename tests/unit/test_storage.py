@@ -5,22 +5,23 @@ from uuid import uuid4
 
 import pytest
 
+from msarch.batch_rules import Outcome
 from msarch.events import EventType
 from msarch.messages import BatchItem, BatchStatus, KeyValue, item_of
-from msarch.storage import IDEMPOTENCY_TTL_S, Store
+from msarch.storage import IDEMPOTENCY_TTL_S, MessageState, Store
 from tests.unit.text_samples import UNICODE_SAMPLES
 
 
 async def test_a_key_value_is_stored_once_and_logged_once(store: Store) -> None:
     kv = KeyValue(key="k", value="v1")
     state, event_id = await store.store_key_value(kv, "corr-1")
-    assert state == "new"
+    assert state is MessageState.NEW
     assert await store.get_value("k") == "v1"
 
     # The same message again (a redelivery) changes nothing, says what it was and keeps its id.
-    assert await store.store_key_value(kv, "corr-1") == ("stored", event_id)
+    assert await store.store_key_value(kv, "corr-1") == (MessageState.STORED, event_id)
     await store.mark_forwarded(kv)
-    assert await store.store_key_value(kv) == ("forwarded", event_id)
+    assert await store.store_key_value(kv) == (MessageState.FORWARDED, event_id)
 
     events = await store.read_events()
     assert [(e.id, e.type) for e in events] == [(event_id, EventType.KeyValueStored)]
@@ -32,7 +33,7 @@ async def test_a_key_value_is_stored_once_and_logged_once(store: Store) -> None:
 async def test_the_idempotency_marker_expires_and_keeps_its_ttl(store: Store) -> None:
     kv = KeyValue(key="k", value="v")
     _, event_id = await store.store_key_value(kv)
-    marker = store.key("msg", str(kv.id))
+    marker = store.keys.message(str(kv.id))
     ttl = await store.redis.ttl(marker)
     assert 0 < ttl <= IDEMPOTENCY_TTL_S
     await store.mark_forwarded(kv)
@@ -97,9 +98,14 @@ async def test_a_batch_commits_when_its_last_item_arrives(store: Store) -> None:
     assert state is not None
     assert (state.status, state.size, state.stored) == (BatchStatus.PendingConsume, 3, 0)
 
-    for index, outcome in [(2, "staged"), (0, "staged"), (2, "duplicate"), (1, "completed")]:
+    for index, outcome in [
+        (2, Outcome.STAGED),
+        (0, Outcome.STAGED),
+        (2, Outcome.DUPLICATE),
+        (1, Outcome.COMPLETED),
+    ]:
         result = await store.stage_items([item_of(batch_id, index, 3)], "corr")
-        assert result.outcome == outcome
+        assert result.outcome is outcome
 
     assert result.status is BatchStatus.Done
     assert result.stored == 3
@@ -107,8 +113,8 @@ async def test_a_batch_commits_when_its_last_item_arrives(store: Store) -> None:
     assert await store.list_batches() == [str(batch_id)]
     values = [kv async for kv in store.iter_batch_values(batch_id)]
     assert values == [(f"{batch_id}_key_{i}", f"{batch_id}_value_{i}") for i in range(3)]
-    assert not await store.redis.exists(store.key("batch", str(batch_id), "staging"))
-    assert await store.redis.zscore(store.key("assembling"), str(batch_id)) is None
+    assert not await store.redis.exists(store.keys.batch_staging(str(batch_id)))
+    assert await store.redis.zscore(store.keys.assembling, str(batch_id)) is None
     types = [e.type for e in await store.read_events()]
     assert types == [
         EventType.BatchRequested,
@@ -122,7 +128,7 @@ async def test_an_item_of_a_done_batch_is_ignored(store: Store) -> None:
     await store.stage_items([item_of(batch_id, 0, 1)])
     late = item_of(batch_id, 0, 1).model_copy(update={"value": "late"})
     result = await store.stage_items([late])
-    assert (result.outcome, result.status, result.stored) == ("ignored", BatchStatus.Done, 1)
+    assert (result.outcome, result.status, result.stored) == (Outcome.IGNORED, BatchStatus.Done, 1)
     assert [v async for _, v in store.iter_batch_values(batch_id)] == [f"{batch_id}_value_0"]
 
 
@@ -132,11 +138,11 @@ async def test_an_item_with_another_size_makes_the_batch_invalid(store: Store) -
     result = await store.stage_items([item_of(batch_id, 1, 4)])
     assert (result.status, result.outcome, result.stored) == (
         BatchStatus.Invalid,
-        "invalidated",
+        Outcome.INVALIDATED,
         0,
     )
     assert result.detail == "an item says size 4, the batch has size 3"
-    assert not await store.redis.exists(store.key("batch", str(batch_id), "staging"))
+    assert not await store.redis.exists(store.keys.batch_staging(str(batch_id)))
     assert await store.batch_size(batch_id) is None
     assert await store.list_batches() == []
     failed = [e for e in await store.read_events() if e.type is EventType.BatchFailed]
@@ -157,7 +163,11 @@ async def test_many_items_in_one_call(store: Store) -> None:
     batch_id = uuid4()
     items = [item_of(batch_id, i, 500) for i in reversed(range(500))]
     result = await store.stage_items(items)
-    assert (result.status, result.outcome, result.stored) == (BatchStatus.Done, "completed", 500)
+    assert (result.status, result.outcome, result.stored) == (
+        BatchStatus.Done,
+        Outcome.COMPLETED,
+        500,
+    )
     assert await store.batch_size(batch_id) == 500
 
 
@@ -233,7 +243,7 @@ async def test_list_batches_is_newest_first_and_pages(store: Store) -> None:
     for score, batch_id in enumerate(ids):
         await store.stage_items([item_of(batch_id, 0, 1)])
         # Commit times within one millisecond tie: spread them to fix the order.
-        await store.redis.zadd(store.key("batches"), {str(batch_id): 1000 + score})
+        await store.redis.zadd(store.keys.batches, {str(batch_id): 1000 + score})
     newest_first = [str(b) for b in reversed(ids)]
     assert await store.list_batches() == newest_first
     assert await store.list_batches(offset=1, limit=2) == newest_first[1:3]
@@ -273,6 +283,6 @@ async def test_every_key_is_under_the_namespace(store: Store, namespace: str) ->
     keys = {k async for k in store.redis.scan_iter(match=f"{namespace}*")}
     assert keys
     assert all(k.startswith(f"{namespace}msarch:") for k in keys)
-    raw = await store.redis.hget(store.key("batch", str(batch_id), "staging"), "0")
+    raw = await store.redis.hget(store.keys.batch_staging(str(batch_id)), "0")
     assert raw is not None
     assert json.loads(raw) == [f"{batch_id}_key_0", f"{batch_id}_value_0"]

@@ -1,12 +1,15 @@
-"""The Redis assembly (a Lua script in msarch.storage) checked against the pure rules.
+"""Batch assembly in Redis (the stage_items and fail_batch Lua scripts) checked against
+the pure rules model (msarch.batch_rules).
 
 Hypothesis generates a stream of operations on 1-3 small batches: items in any
 order, duplicates carrying other values, items that contradict their batch,
 and timeouts. Each operation is applied both to `Store.stage_items` /
 `Store.fail_batch` on the real Redis (db 9, a fresh namespace per example) and
-to `msarch.batch_assembly.Assembly`; status, outcome and stored count must agree
+to `msarch.batch_rules.BatchRules`; status, outcome and stored count must agree
 after every step, and the final hashes must hold exactly the first value sent
-for each index.
+for each index. Then the log those scripts wrote is replayed (msarch.replay)
+into a scratch namespace: the rebuilt projections must equal the live ones,
+and each rebuilt batch must have the status the rules gave it.
 """
 
 from collections import Counter
@@ -16,9 +19,10 @@ from uuid import UUID, uuid4
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from msarch.batch_assembly import Assembly, Outcome
+from msarch.batch_rules import BatchRules, Outcome
 from msarch.events import EventType
 from msarch.messages import BatchItem, BatchStatus
+from msarch.replay import replay_and_compare
 from msarch.storage import Store
 from tests.unit.conftest import StoreFactory
 
@@ -110,16 +114,16 @@ def _group_outcome(outcomes: list[Outcome]) -> Outcome:
 
 @dataclass
 class Model:
-    """The pure side: one Assembly per batch, and the first value sent for each index."""
+    """The pure side: one BatchRules per batch, and the first value sent for each index."""
 
     ids: list[UUID]
-    assemblies: dict[UUID, Assembly] = field(default_factory=dict)
+    batches: dict[UUID, BatchRules] = field(default_factory=dict)
     first_values: dict[UUID, dict[int, tuple[str, str]]] = field(default_factory=dict)
     events: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         for bid in self.ids:
-            self.assemblies[bid] = Assembly()
+            self.batches[bid] = BatchRules()
             self.first_values[bid] = {}
 
 
@@ -129,19 +133,19 @@ async def _run(store: Store, ops: list[Op]) -> Model:
 
     for step, op in enumerate(ops):
         bid = model.ids[op.batch]
-        assembly = model.assemblies[bid]
+        rules = model.batches[bid]
         where = f"step {step}: {op}"
         if isinstance(op, TimeOut):
-            changed = assembly.time_out()
+            changed = rules.time_out()
             status = await store.fail_batch(bid, BatchStatus.TimeoutExceeded, "test timeout")
-            assert status is assembly.status, where
+            assert status is rules.status, where
             model.events["BatchFailed"] += changed
         else:
             items = [_item(bid, *spec) for spec in op.items]
             outcomes = []
             for item in items:
-                was_final = assembly.status.is_final
-                outcome = assembly.receive(item.index, item.size)
+                was_final = rules.status.is_final
+                outcome = rules.receive(item.index, item.size)
                 outcomes.append(outcome)
                 if outcome in (Outcome.STAGED, Outcome.COMPLETED):
                     model.first_values[bid].setdefault(item.index, (item.key, item.value))
@@ -153,44 +157,56 @@ async def _run(store: Store, ops: list[Op]) -> Model:
             result = await store.stage_items(items)
             expected = _group_outcome(outcomes)
             assert (result.outcome, result.status, result.stored) == (
-                expected.value,
-                assembly.status,
-                len(assembly.received),
+                expected,
+                rules.status,
+                len(rules.received),
             ), where
             assert (result.detail is not None) is (
-                assembly.status in (BatchStatus.Invalid, BatchStatus.TimeoutExceeded)
+                rules.status in (BatchStatus.Invalid, BatchStatus.TimeoutExceeded)
             ), where
         state = await store.batch_state(bid)
         assert state is not None, where
-        assert (state.status, state.stored) == (assembly.status, len(assembly.received)), where
+        assert (state.status, state.stored) == (rules.status, len(rules.received)), where
+        assert state.size == rules.size, where
 
     done: list[str] = []
-    for bid, assembly in model.assemblies.items():
+    for bid, rules in model.batches.items():
         stored = [kv async for kv in store.iter_batch_values(bid)]
-        if assembly.status is BatchStatus.Done:
+        if rules.status is BatchStatus.Done:
             done.append(str(bid))
-            assert assembly.size is not None
+            assert rules.size is not None
             first = model.first_values[bid]
-            assert stored == [first[i] for i in range(assembly.size)], bid
-            assert await store.batch_size(bid) == assembly.size
+            assert stored == [first[i] for i in range(rules.size)], bid
+            assert await store.batch_size(bid) == rules.size
         else:
             assert stored == []
             assert await store.batch_size(bid) is None
-        staging = await store.redis.hlen(store.key("batch", str(bid), "staging"))
-        pending = assembly.status is BatchStatus.PendingDatabase
-        assert staging == (len(assembly.received) if pending else 0)
+        staging = await store.redis.hlen(store.keys.batch_staging(str(bid)))
+        pending = rules.status is BatchStatus.PendingDatabase
+        assert staging == (len(rules.received) if pending else 0)
     assert sorted(await store.list_batches(0, 10)) == sorted(done)
 
     logged = Counter(event.type.value for event in await store.read_events(limit=10_000))
     for kind in ("BatchItemStaged", "BatchCommitted", "BatchFailed"):
         assert logged[kind] == model.events[kind], kind
     assert set(logged) <= {t.value for t in EventType}
+    await _check_replay(store, model)
     return model
 
 
+async def _check_replay(store: Store, model: Model) -> None:
+    """The replay projection rebuilds what the scripts wrote, and agrees with the rules."""
+    scratch = store.in_namespace(f"{store.namespace}replay-")
+    report = await replay_and_compare(store, scratch)
+    assert report.differences == []
+    for bid, rules in model.batches.items():
+        rebuilt = await scratch.batch_state(bid)  # None for a batch no operation touched
+        assert (rebuilt.status if rebuilt else BatchStatus.None_) is rules.status, bid
+
+
 def _count_endings(model: Model) -> None:
-    for assembly in model.assemblies.values():
-        event(f"batch ends {assembly.status.value}")
+    for rules in model.batches.values():
+        event(f"batch ends {rules.status.value}")
 
 
 @MODEL_SETTINGS
@@ -206,7 +222,7 @@ async def test_redis_assembly_follows_the_pure_rules_item_by_item(
 async def test_redis_assembly_follows_the_pure_rules_for_items_staged_together(
     fresh_store: StoreFactory, ops: list[Op]
 ) -> None:
-    # The store's assembler stages every item of a batch that arrived together in one call.
+    # The store's stage buffer stages every item of a batch that arrived together in one call.
     _count_endings(await _run(fresh_store(), ops))
 
 
@@ -220,6 +236,6 @@ async def test_an_out_of_range_item_after_the_completing_one_in_the_same_call(
 async def test_a_model_run_writes_only_under_its_own_prefix(fresh_store: StoreFactory) -> None:
     store = fresh_store()
     await _run(store, [Items(0, ((0, 1, "a"),))])
-    keys = [k async for k in store.redis.scan_iter(match=f"{store.prefix}*")]
+    keys = [k async for k in store.redis.scan_iter(match=f"{store.keys.prefix}*")]
     assert keys
-    assert all(k.startswith(store.prefix) for k in keys)
+    assert all(k.startswith(store.keys.prefix) for k in keys)

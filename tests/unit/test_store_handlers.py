@@ -26,9 +26,9 @@ from faststream.rabbit import (
     TestRabbitBroker,
 )
 
-from apps.store import assembler as assembler_module
-from apps.store.assembler import sweep_stalled_batches
+from apps.store import timeouts
 from apps.store.handlers import subscribe
+from apps.store.timeouts import sweep_stalled_batches
 from msarch import channels
 from msarch.bus import CHANNEL_HEADER, EVENT_ID_HEADER, REASON_HEADER, PublishError
 from msarch.bus.rabbit import RabbitBus
@@ -36,7 +36,7 @@ from msarch.channels import Channel
 from msarch.events import EventType
 from msarch.messages import BatchItem, BatchReply, BatchStatus, KeyValue, item_of
 from msarch.service import Runtime
-from msarch.storage import Store
+from msarch.storage import MessageState, Store
 from tests.unit.conftest import RuntimeFactory
 
 
@@ -140,7 +140,7 @@ async def _logged(store: Store) -> list[EventType]:
 
 
 async def _marker(store: Store, kv: KeyValue) -> str | None:
-    state = await store.redis.hget(store.key("msg", str(kv.id)), "state")
+    state = await store.redis.hget(store.keys.message(str(kv.id)), "state")
     return None if state is None else str(state)
 
 
@@ -152,7 +152,7 @@ async def test_an_event_is_stored_forwarded_and_marked(harness: StoreHarness) ->
     await harness.send(channels.EVENT, kv, message_id=str(kv.id), correlation_id="req-1")
 
     assert await harness.store.get_value("greeting") == kv.value
-    assert await _marker(harness.store, kv) == "forwarded"
+    assert await _marker(harness.store, kv) == MessageState.FORWARDED
     (event,) = await harness.store.read_events()
     assert (event.type, event.message_id, event.correlation_id) == (
         EventType.KeyValueStored,
@@ -186,11 +186,11 @@ async def test_a_failed_forward_fails_the_handler_and_the_redelivery_forwards(
         await harness.send(channels.EVENT, kv, message_id=str(kv.id))
     assert harness.forwarded == []
     assert await harness.store.get_value("k") == "v"
-    assert await _marker(harness.store, kv) == "stored"
+    assert await _marker(harness.store, kv) == MessageState.STORED
 
     await harness.send(channels.EVENT, kv, message_id=str(kv.id))  # the redelivery
     assert [KeyValue.model_validate(c.body) for c in harness.forwarded] == [kv]
-    assert await _marker(harness.store, kv) == "forwarded"
+    assert await _marker(harness.store, kv) == MessageState.FORWARDED
     (event,) = await harness.store.read_events()
     assert event.type is EventType.KeyValueStored
     # Re-forwarded with the event id of the first write: clients see it once.
@@ -338,7 +338,7 @@ async def test_concurrent_items_of_interleaved_batches_are_coalesced_and_complet
 async def test_a_stalled_batch_times_out_and_replies(
     harness: StoreHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(assembler_module, "SWEEP_INTERVAL_S", 0.02)
+    monkeypatch.setattr(timeouts, "SWEEP_INTERVAL_S", 0.02)
     runtime = harness.runtime
     runtime.settings = runtime.settings.model_copy(update={"assembly_timeout_s": 0.05})
     batch_id = uuid4()

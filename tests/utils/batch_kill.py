@@ -36,10 +36,10 @@ async def kill_store_at_half_a_batch(
         nonlocal polls, batch_id
         while not finished.is_set():
             if batch_id is None:
-                ids = await store.redis.zrange(store.key("assembling"), 0, 0)
+                ids = await store.redis.zrange(store.keys.assembling, 0, 0)
                 batch_id = UUID(ids[0]) if ids else None
             if batch_id is not None:
-                seen.add(await store.redis.hlen(store.key("batch", str(batch_id))))
+                seen.add(await store.redis.hlen(store.keys.batch(str(batch_id))))
                 polls += 1
             await asyncio.sleep(0.01)
 
@@ -61,8 +61,8 @@ async def kill_store_at_half_a_batch(
             response = await request
         finished.set()
         await watcher
-        fields = await store.redis.hlen(store.key("batch", str(batch_id)))
-        staging = await store.redis.exists(store.key("batch", str(batch_id), "staging"))
+        fields = await store.redis.hlen(store.keys.batch(str(batch_id)))
+        staging = await store.redis.exists(store.keys.batch_staging(str(batch_id)))
     finally:
         finished.set()
         watcher.cancel()

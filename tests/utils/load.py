@@ -95,7 +95,7 @@ async def missing_keys(store: Store, confirmed: dict[str, tuple[str, str]]) -> l
     missing: list[str] = []
     for start in range(0, len(expected), 1000):
         chunk = expected[start : start + 1000]
-        values = await store.redis.mget([store.key("kv", k) for k, _ in chunk])
+        values = await store.key_values.get_many([k for k, _ in chunk])
         missing += [k for (k, v), got in zip(chunk, values, strict=True) if got != v]
     return missing
 

@@ -1,8 +1,9 @@
-"""Batch assembly in the store: staging writes coalesced into pipelines, and timeouts.
+"""Write coalescing: batch items that arrive together are staged in one Lua call per batch.
 
 Handlers run concurrently (up to the prefetch); each hands its item to the
-assembler and waits. One flusher writes whatever has accumulated, one Lua call
-per batch, all of them in one pipeline, then releases the handlers, which ack.
+buffer and waits. One flusher writes whatever has accumulated, one Lua call
+per batch, all of them at once, then releases the handlers, which ack. The
+batch rules themselves are msarch.batch_rules, applied in Redis.
 """
 
 import asyncio
@@ -12,15 +13,14 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from msarch import channels
-from msarch.messages import BatchItem, BatchReply, BatchStatus
+from msarch.messages import BatchItem, BatchReply
 from msarch.resilience import until_redis_answers
 from msarch.service import Runtime
 from msarch.storage import StageResult
 
-log = logging.getLogger("msarch.store.assembler")
+log = logging.getLogger("msarch.store.stage_buffer")
 
 MAX_FLUSH = 2000
-SWEEP_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -30,7 +30,7 @@ class _Pending:
     done: "asyncio.Future[None]"
 
 
-class Assembler:
+class StageBuffer:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._pending: list[_Pending] = []
@@ -82,7 +82,7 @@ class Assembler:
 
     async def _reply(self, batch_id: UUID, result: StageResult, correlation_id: str | None) -> None:
         # A redelivered item of a finished batch replies again: the first reply may be lost.
-        if result.outcome in ("completed", "invalidated"):
+        if result.outcome.made_final:
             log.info(
                 "batch %s",
                 result.status.value,
@@ -94,29 +94,3 @@ class Assembler:
             message_id=f"{batch_id}:{result.status.value}",
             correlation_id=correlation_id,
         )
-
-
-async def sweep_stalled_batches(runtime: Runtime) -> None:
-    """Time out batches with no new item for MSARCH_ASSEMBLY_TIMEOUT_S, and report them."""
-    timeout = runtime.settings.assembly_timeout_s
-    store = runtime.store
-    while True:
-        await asyncio.sleep(SWEEP_INTERVAL_S)
-        try:
-            for batch_id in await store.stalled_batches(timeout):
-                state = await store.batch_state(batch_id)
-                stored = state.stored if state else 0
-                size = state.size if state else "?"
-                detail = f"received {stored} of {size} items, then none for {timeout:g} s"
-                status = await store.fail_batch(batch_id, BatchStatus.TimeoutExceeded, detail)
-                if status is BatchStatus.TimeoutExceeded:
-                    log.warning(
-                        "batch timed out", extra={"batch_id": str(batch_id), "detail": detail}
-                    )
-                    await runtime.bus.publish(
-                        channels.BATCH_REPLY,
-                        BatchReply(batch_id=batch_id, status=status, detail=detail),
-                        message_id=f"{batch_id}:{status.value}",
-                    )
-        except Exception:
-            log.exception("sweeping stalled batches failed; will retry")

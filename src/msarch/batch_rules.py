@@ -1,9 +1,11 @@
-"""Batch assembly rules, pure and storage-independent.
+"""The batch rules: the one statement of how a batch is assembled, pure and storage-free.
 
 A batch of `size` items is assembled from single items that may arrive in any
-order, more than once, interleaved with other batches. These are the rules;
-`msarch.storage` applies exactly the same rules atomically inside Redis (a Lua
-script), and the tests check the two against each other.
+order, more than once, interleaved with other batches. This module is the
+source of truth for those rules. The store applies them atomically inside
+Redis (`msarch/storage/scripts/stage_items.lua`, `fail_batch.lua`), and
+tests/unit/test_storage_model.py checks the scripts, and the replay of the
+events they log, against `BatchRules` step by step.
 
 - The first item fixes the batch size. An item whose size differs, or whose
   index is outside 0..size-1, makes the batch Invalid.
@@ -15,12 +17,14 @@ script), and the tests check the two against each other.
 """
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from msarch.messages import BatchStatus
 
 
-class Outcome(Enum):
+class Outcome(StrEnum):
+    """What receiving an item did; the Lua script answers with the same values."""
+
     STAGED = "staged"
     """The item was new; the batch is still incomplete."""
     DUPLICATE = "duplicate"
@@ -32,10 +36,15 @@ class Outcome(Enum):
     IGNORED = "ignored"
     """The batch was already final; nothing changed."""
 
+    @property
+    def made_final(self) -> bool:
+        """This item ended the batch (Done or Invalid): worth reporting once."""
+        return self in (Outcome.COMPLETED, Outcome.INVALIDATED)
+
 
 @dataclass
-class Assembly:
-    """The assembly state of one batch."""
+class BatchRules:
+    """One batch as the rules see it: its size, the indices received, its status."""
 
     size: int | None = None
     received: set[int] = field(default_factory=set)

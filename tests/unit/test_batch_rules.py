@@ -1,4 +1,4 @@
-"""The pure batch assembly rules (msarch.batch_assembly), as Hypothesis properties."""
+"""The pure batch rules (msarch.batch_rules), as Hypothesis properties."""
 
 from collections import Counter
 from uuid import UUID, uuid4
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from msarch.batch_assembly import Assembly, Outcome
+from msarch.batch_rules import BatchRules, Outcome
 from msarch.messages import BatchStatus
 
 FINAL_OUTCOMES = {Outcome.COMPLETED, Outcome.INVALIDATED}
@@ -38,8 +38,8 @@ def incomplete_batches(draw: st.DrawFn) -> tuple[int, list[int]]:
     return size, draw(arrivals(size, complete=False))
 
 
-def feed(assembly: Assembly, size: int, indices: list[int]) -> list[Outcome]:
-    return [assembly.receive(index, size) for index in indices]
+def feed(rules: BatchRules, size: int, indices: list[int]) -> list[Outcome]:
+    return [rules.receive(index, size) for index in indices]
 
 
 # -- completion ------------------------------------------------------------------------
@@ -48,13 +48,13 @@ def feed(assembly: Assembly, size: int, indices: list[int]) -> list[Outcome]:
 @given(complete_batches())
 def test_completes_exactly_once_whatever_the_order(batch: tuple[int, list[int]]) -> None:
     size, indices = batch
-    assembly = Assembly()
-    outcomes = feed(assembly, size, indices)
+    rules = BatchRules()
+    outcomes = feed(rules, size, indices)
 
     assert outcomes.count(Outcome.COMPLETED) == 1
     assert Outcome.INVALIDATED not in outcomes
-    assert assembly.status is BatchStatus.Done
-    assert assembly.received == set(range(size))
+    assert rules.status is BatchStatus.Done
+    assert rules.received == set(range(size))
     done_at = outcomes.index(Outcome.COMPLETED)
     # It completes on the arrival of the last missing index, not before.
     assert set(indices[: done_at + 1]) == set(range(size))
@@ -65,7 +65,7 @@ def test_completes_exactly_once_whatever_the_order(batch: tuple[int, list[int]])
 @given(complete_batches())
 def test_new_indices_stage_and_repeats_are_duplicates(batch: tuple[int, list[int]]) -> None:
     size, indices = batch
-    outcomes = feed(Assembly(), size, indices)
+    outcomes = feed(BatchRules(), size, indices)
     done_at = outcomes.index(Outcome.COMPLETED)
     seen: set[int] = set()
     for index, outcome in zip(indices[:done_at], outcomes[:done_at], strict=True):
@@ -77,13 +77,13 @@ def test_new_indices_stage_and_repeats_are_duplicates(batch: tuple[int, list[int
 @given(incomplete_batches())
 def test_never_completes_while_an_index_is_missing(batch: tuple[int, list[int]]) -> None:
     size, indices = batch
-    assembly = Assembly()
-    outcomes = feed(assembly, size, indices)
+    rules = BatchRules()
+    outcomes = feed(rules, size, indices)
 
     assert not FINAL_OUTCOMES & set(outcomes)
-    assert assembly.status is (BatchStatus.PendingDatabase if indices else BatchStatus.None_)
-    assert assembly.received == set(indices)
-    assert not assembly.status.is_final
+    assert rules.status is (BatchStatus.PendingDatabase if indices else BatchStatus.None_)
+    assert rules.received == set(indices)
+    assert not rules.status.is_final
 
 
 @given(incomplete_batches(), st.data())
@@ -91,34 +91,34 @@ def test_timeout_fails_an_incomplete_batch_once(
     batch: tuple[int, list[int]], data: st.DataObject
 ) -> None:
     size, indices = batch
-    assembly = Assembly()
-    feed(assembly, size, indices)
+    rules = BatchRules()
+    feed(rules, size, indices)
 
-    assert assembly.time_out() is True
-    assert assembly.status is BatchStatus.TimeoutExceeded
-    assert assembly.detail == f"received {len(set(indices))} of {size if indices else None} items"
-    assert assembly.received == set()
-    assert assembly.time_out() is False
+    assert rules.time_out() is True
+    assert rules.status is BatchStatus.TimeoutExceeded
+    assert rules.detail == f"received {len(set(indices))} of {size if indices else None} items"
+    assert rules.received == set()
+    assert rules.time_out() is False
     # Even the missing items, arriving late, change nothing.
     late = data.draw(st.lists(st.integers(0, size - 1), min_size=1))
-    assert feed(assembly, size, late) == [Outcome.IGNORED] * len(late)
-    assert assembly.status is BatchStatus.TimeoutExceeded
+    assert feed(rules, size, late) == [Outcome.IGNORED] * len(late)
+    assert rules.status is BatchStatus.TimeoutExceeded
 
 
 @given(complete_batches())
 def test_timeout_after_completion_changes_nothing(batch: tuple[int, list[int]]) -> None:
     size, indices = batch
-    assembly = Assembly()
-    feed(assembly, size, indices)
-    assert assembly.time_out() is False
-    assert assembly.status is BatchStatus.Done
-    assert assembly.received == set(range(size))
+    rules = BatchRules()
+    feed(rules, size, indices)
+    assert rules.time_out() is False
+    assert rules.status is BatchStatus.Done
+    assert rules.received == set(range(size))
 
 
 def test_a_fresh_batch_can_time_out() -> None:
-    assembly = Assembly()
-    assert assembly.time_out() is True
-    assert assembly.status is BatchStatus.TimeoutExceeded
+    rules = BatchRules()
+    assert rules.time_out() is True
+    assert rules.status is BatchStatus.TimeoutExceeded
 
 
 # -- invalid items ------------------------------------------------------------------------
@@ -143,30 +143,28 @@ def test_a_contradicting_item_invalidates_exactly_once(data: st.DataObject) -> N
     before = data.draw(arrivals(size, complete=False).filter(bool))
     bad_index, bad_size = data.draw(bad_items(size))
     after = data.draw(st.lists(st.integers(0, size - 1), max_size=2 * size))
-    assembly = Assembly()
+    rules = BatchRules()
 
-    feed(assembly, size, before)
-    assert assembly.receive(bad_index, bad_size) is Outcome.INVALIDATED
-    assert assembly.status is BatchStatus.Invalid
-    assert assembly.detail
-    assert assembly.received == set()
+    feed(rules, size, before)
+    assert rules.receive(bad_index, bad_size) is Outcome.INVALIDATED
+    assert rules.status is BatchStatus.Invalid
+    assert rules.detail
+    assert rules.received == set()
     # Later items, the missing ones included, and a timeout: nothing changes any more.
-    assert feed(assembly, size, list(range(size)) + after) == [Outcome.IGNORED] * (
-        size + len(after)
-    )
-    assert assembly.receive(bad_index, bad_size) is Outcome.IGNORED
-    assert assembly.time_out() is False
-    assert assembly.status is BatchStatus.Invalid
+    assert feed(rules, size, list(range(size)) + after) == [Outcome.IGNORED] * (size + len(after))
+    assert rules.receive(bad_index, bad_size) is Outcome.IGNORED
+    assert rules.time_out() is False
+    assert rules.status is BatchStatus.Invalid
 
 
 @given(st.data())
 def test_a_contradicting_first_item_invalidates(data: st.DataObject) -> None:
     size = data.draw(sizes)
     index = data.draw(st.one_of(st.integers(max_value=-1), st.integers(min_value=size)))
-    assembly = Assembly()
-    assert assembly.receive(index, size) is Outcome.INVALIDATED
-    assert assembly.status is BatchStatus.Invalid
-    assert feed(assembly, size, list(range(size))) == [Outcome.IGNORED] * size
+    rules = BatchRules()
+    assert rules.receive(index, size) is Outcome.INVALIDATED
+    assert rules.status is BatchStatus.Invalid
+    assert feed(rules, size, list(range(size))) == [Outcome.IGNORED] * size
 
 
 @given(complete_batches(), st.data())
@@ -174,12 +172,12 @@ def test_a_contradicting_item_after_completion_is_ignored(
     batch: tuple[int, list[int]], data: st.DataObject
 ) -> None:
     size, indices = batch
-    assembly = Assembly()
-    feed(assembly, size, indices)
+    rules = BatchRules()
+    feed(rules, size, indices)
     bad_index, bad_size = data.draw(bad_items(size))
-    assert assembly.receive(bad_index, bad_size) is Outcome.IGNORED
-    assert assembly.status is BatchStatus.Done
-    assert assembly.received == set(range(size))
+    assert rules.receive(bad_index, bad_size) is Outcome.IGNORED
+    assert rules.status is BatchStatus.Done
+    assert rules.received == set(range(size))
 
 
 @pytest.mark.parametrize(
@@ -194,10 +192,10 @@ def test_a_contradicting_item_after_completion_is_ignored(
 def test_invalid_detail_says_what_is_wrong(
     first: tuple[int, int], bad: tuple[int, int], detail: str
 ) -> None:
-    assembly = Assembly()
-    assembly.receive(*first)
-    assembly.receive(*bad)
-    assert assembly.detail == detail
+    rules = BatchRules()
+    rules.receive(*first)
+    rules.receive(*bad)
+    assert rules.detail == detail
 
 
 # -- several batches at once ---------------------------------------------------------------
@@ -220,21 +218,21 @@ def test_interleaved_batches_assemble_independently(
     case: tuple[dict[UUID, tuple[int, list[int], bool]], list[UUID]],
 ) -> None:
     batches, order = case
-    assemblies: dict[UUID, Assembly] = {bid: Assembly() for bid in batches}
+    rules: dict[UUID, BatchRules] = {bid: BatchRules() for bid in batches}
     outcomes: dict[UUID, list[Outcome]] = {bid: [] for bid in batches}
     cursor = dict.fromkeys(batches, 0)
     for bid in order:
         size, indices, _ = batches[bid]
         index = indices[cursor[bid]]
         cursor[bid] += 1
-        outcomes[bid].append(assemblies[bid].receive(index, size))
+        outcomes[bid].append(rules[bid].receive(index, size))
 
     for bid, (size, indices, complete) in batches.items():
         # Each batch sees exactly what it would have seen alone.
-        assert outcomes[bid] == feed(Assembly(), size, indices)
+        assert outcomes[bid] == feed(BatchRules(), size, indices)
         assert outcomes[bid].count(Outcome.COMPLETED) == (1 if complete else 0)
         pending = BatchStatus.PendingDatabase if indices else BatchStatus.None_
-        assert assemblies[bid].status is (BatchStatus.Done if complete else pending)
+        assert rules[bid].status is (BatchStatus.Done if complete else pending)
 
 
 # -- any sequence at all ---------------------------------------------------------------
@@ -255,19 +253,19 @@ def any_steps(draw: st.DrawFn) -> list[Step]:
 
 @given(any_steps())
 def test_at_most_one_final_outcome_and_nothing_after_it(steps: list[Step]) -> None:
-    assembly = Assembly()
+    rules = BatchRules()
     finals = 0
     for step in steps:
-        was_final = assembly.status.is_final
+        was_final = rules.status.is_final
         if step is None:
-            changed = assembly.time_out()
+            changed = rules.time_out()
             assert changed is not was_final
             finals += changed
         else:
-            outcome = assembly.receive(*step)
+            outcome = rules.receive(*step)
             assert (outcome is Outcome.IGNORED) is was_final
             finals += outcome in FINAL_OUTCOMES
-        assert finals == (1 if assembly.status.is_final else 0)
-        assert len(assembly.received) <= (assembly.size or 0)
-        if assembly.status in (BatchStatus.Invalid, BatchStatus.TimeoutExceeded):
-            assert assembly.received == set()
+        assert finals == (1 if rules.status.is_final else 0)
+        assert len(rules.received) <= (rules.size or 0)
+        if rules.status in (BatchStatus.Invalid, BatchStatus.TimeoutExceeded):
+            assert rules.received == set()
