@@ -12,8 +12,8 @@ import signal
 from collections.abc import AsyncIterator
 from uuid import uuid4
 
-from msarch.runner import ServiceProcess
 from msarch.settings import SERVICES, Settings
+from msarch.supervision import ServiceProcess
 from tests.utils.infra import BROKERS, delete_namespace, isolated_settings
 from tests.utils.stack import Stack
 

@@ -5,10 +5,10 @@ from msarch import channels
 from msarch.messages import BatchReply
 from msarch.service import Runtime
 
-WAITERS = Waiters()
-
 
 def subscribe(runtime: Runtime) -> None:
+    waiters = runtime.dependency(Waiters)
+
     @runtime.bus.subscriber(channels.BATCH_REPLY)
     async def on_batch_reply(reply: BatchReply) -> None:
-        WAITERS.resolve(reply)
+        waiters.resolve(reply)

@@ -9,8 +9,8 @@ import hmac
 
 from fastapi import Request, WebSocket
 
+from apps.gateway.deps import SettingsDep
 from msarch.problems import Problem
-from msarch.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
 API_KEY_QUERY = "api_key"
@@ -23,9 +23,8 @@ def is_authorized(expected: str | None, presented: str | None) -> bool:
     return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
 
 
-async def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """A dependency of /api/*: 401 problem+json without the right key."""
-    settings: Settings = request.app.state.settings
     if not is_authorized(settings.api_key, request.headers.get(API_KEY_HEADER)):
         raise Problem(
             401,
@@ -35,7 +34,6 @@ async def require_api_key(request: Request) -> None:
         )
 
 
-def websocket_authorized(socket: WebSocket) -> bool:
-    settings: Settings = socket.app.state.settings
+def websocket_authorized(socket: WebSocket, expected: str | None) -> bool:
     presented = socket.query_params.get(API_KEY_QUERY) or socket.headers.get(API_KEY_HEADER)
-    return is_authorized(settings.api_key, presented)
+    return is_authorized(expected, presented)

@@ -1,11 +1,12 @@
 """The docs the gateway serves, with no internet: OpenAPI at /docs, AsyncAPI at /docs/asyncapi.
 
 The gateway only proxies /api/*, so its own OpenAPI would be empty: the public
-one is built from the roundtrip and batch routers (imported for their schema
-only; importing them starts nothing). Swagger UI's JS and CSS come from the
-fastapi-offline package instead of a CDN.
+one is built from the routers it is given (apps/gateway/public_api.py lists
+them; this module imports no other service). Swagger UI's JS and CSS come from
+the fastapi-offline package instead of a CDN.
 """
 
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -18,12 +19,10 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 import msarch
-from apps.batch.routes import router as batch_router
+from apps.gateway.deps import SettingsDep
 from apps.gateway.web_client import CLIENT_DIR
-from apps.roundtrip.routes import router as roundtrip_router
 from msarch.asyncapi import asyncapi_document
 from msarch.problems import PROBLEM_JSON
-from msarch.settings import get_settings
 
 SWAGGER_UI_DIR = Path(str(files("fastapi_offline") / "static"))
 SWAGGER_UI_URL = "/docs/swagger-ui"
@@ -58,16 +57,14 @@ API_KEY_SCHEME: dict[str, Any] = {
     "(then 401 problem+json without it). WS /ws takes it as ?api_key=.",
 }
 
-router = APIRouter(include_in_schema=False)
 
-
-@cache
-def public_openapi() -> dict[str, Any]:
+def public_openapi(api: Sequence[APIRouter]) -> dict[str, Any]:
+    """The OpenAPI document of the public API, from the routers of the services behind us."""
     schema = get_openapi(
         title="msarch",
         version=msarch.__version__,
         description=DESCRIPTION,
-        routes=[*roundtrip_router.routes, *batch_router.routes],
+        routes=[route for router in api for route in router.routes],
     )
     schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     schema["components"]["securitySchemes"] = {"ApiKey": API_KEY_SCHEME}
@@ -90,38 +87,44 @@ def _describe_problems(operation: dict[str, Any], path: str, method: str) -> Non
         operation["responses"][status] = {"description": description, "content": content}
 
 
-@router.get("/openapi.json")
-async def openapi() -> JSONResponse:
-    return JSONResponse(public_openapi())
+def docs_router(api: Sequence[APIRouter]) -> APIRouter:
+    """/openapi.json and /docs for the public API `api`, /docs/asyncapi for the broker's."""
+    router = APIRouter(include_in_schema=False)
+
+    @cache
+    def schema() -> dict[str, Any]:  # built on first use, not when the gateway starts
+        return public_openapi(api)
+
+    @router.get("/openapi.json")
+    async def openapi() -> JSONResponse:
+        return JSONResponse(schema())
+
+    @router.get("/docs")
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="msarch API",
+            swagger_js_url=f"{SWAGGER_UI_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI_URL}/swagger-ui.css",
+            swagger_favicon_url="/client/favicon.svg",
+            # No badge from the online validator: the page must not reach out.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @router.get("/docs/asyncapi.json")
+    async def asyncapi_json(settings: SettingsDep) -> JSONResponse:
+        return JSONResponse(
+            asyncapi_document(namespace=settings.namespace, broker_url=settings.broker_url)
+        )
+
+    @router.get("/docs/asyncapi")
+    async def asyncapi_page() -> FileResponse:
+        return FileResponse(CLIENT_DIR / "asyncapi.html", media_type="text/html")
+
+    return router
 
 
-@router.get("/docs")
-async def swagger_ui() -> HTMLResponse:
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title="msarch API",
-        swagger_js_url=f"{SWAGGER_UI_URL}/swagger-ui-bundle.js",
-        swagger_css_url=f"{SWAGGER_UI_URL}/swagger-ui.css",
-        swagger_favicon_url="/client/favicon.svg",
-        # No badge from the online validator: the page must not reach out.
-        swagger_ui_parameters={"validatorUrl": None},
-    )
-
-
-@router.get("/docs/asyncapi.json")
-async def asyncapi_json() -> JSONResponse:
-    settings = get_settings()
-    return JSONResponse(
-        asyncapi_document(namespace=settings.namespace, broker_url=settings.broker_url)
-    )
-
-
-@router.get("/docs/asyncapi")
-async def asyncapi_page() -> FileResponse:
-    return FileResponse(CLIENT_DIR / "asyncapi.html", media_type="text/html")
-
-
-def mount_docs(app: FastAPI) -> None:
+def mount_docs(app: FastAPI, api: Sequence[APIRouter]) -> None:
     """The docs routes and the Swagger UI assets; the app needs openapi_url/docs_url=None."""
-    app.include_router(router)
+    app.include_router(docs_router(api))
     app.mount(SWAGGER_UI_URL, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")

@@ -1,40 +1,26 @@
 """The gateway's routes: /api/* and /ws proxied, and /health over every upstream."""
 
 import asyncio
-from typing import Annotated
+from collections.abc import Sequence
 
 import aiohttp
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 
 from apps.gateway.api_key import API_KEY_QUERY, require_api_key, websocket_authorized
+from apps.gateway.deps import ClientDep, RoutesDep, SettingsDep, UpstreamsDep
 from apps.gateway.proxy import proxy_http, proxy_websocket
-from apps.gateway.upstreams import Route, Upstreams
+from apps.gateway.upstreams import Route
 from msarch.problems import Problem
 from msarch.settings import SERVICES
 
 router = APIRouter()
 
 
-def upstreams_of(request: Request) -> Upstreams:
-    upstreams: Upstreams = request.app.state.upstreams
-    return upstreams
-
-
-def client_of(request: Request) -> aiohttp.ClientSession:
-    client: aiohttp.ClientSession = request.app.state.client
-    return client
-
-
-UpstreamsDep = Annotated[Upstreams, Depends(upstreams_of)]
-ClientDep = Annotated[aiohttp.ClientSession, Depends(client_of)]
-
-
-def route_for(request: Request, path: str) -> Route:
-    for route in request.app.state.routes:
+def route_for(routes: Sequence[Route], path: str) -> Route:
+    for route in routes:
         if path == route.prefix or path.startswith(route.prefix + "/"):
-            found: Route = route
-            return found
+            return route
     raise Problem(404, "Not Found", f"no route for {path}")
 
 
@@ -64,17 +50,19 @@ async def health(upstreams: UpstreamsDep, client: ClientDep) -> JSONResponse:
     include_in_schema=False,
     dependencies=[Depends(require_api_key)],
 )
-async def api(request: Request, path: str, upstreams: UpstreamsDep, client: ClientDep) -> Response:
-    route = route_for(request, "/api/" + path)
+async def api(
+    request: Request, path: str, routes: RoutesDep, upstreams: UpstreamsDep, client: ClientDep
+) -> Response:
+    route = route_for(routes, "/api/" + path)
     return await proxy_http(request, route, upstreams, client)
 
 
 @router.websocket("/ws")
-async def ws(client: WebSocket) -> None:
-    if not websocket_authorized(client):
+async def ws(client: WebSocket, settings: SettingsDep, upstreams: UpstreamsDep) -> None:
+    if not websocket_authorized(client, settings.api_key):
         # Accept, then 1008 Policy Violation: a browser sees the code and the reason,
         # while a refused handshake would only show it an opaque 1006.
         await client.accept()
         await client.close(code=1008, reason=f"API key required: add ?{API_KEY_QUERY}=...")
         return
-    await proxy_websocket(client, client.app.state.upstreams, "websocket")
+    await proxy_websocket(client, upstreams, "websocket")

@@ -9,7 +9,6 @@ from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import KeyValue
 from msarch.service import Runtime
 
-HUB = Hub()
 log = logging.getLogger("msarch.websocket")
 
 
@@ -19,10 +18,10 @@ def frame_of(kv: KeyValue, event_id: str | None) -> str:
 
 
 def subscribe(runtime: Runtime) -> None:
-    bus = runtime.bus
+    bus, hub = runtime.bus, runtime.dependency(Hub)
 
     @bus.subscriber(channels.FORWARD_ROUNDTRIP)
     async def on_forward(kv: KeyValue) -> None:
         event_id = (bus.current_message().headers or {}).get(EVENT_ID_HEADER)
-        sent = await HUB.push(frame_of(kv, event_id), event_id)
+        sent = await hub.push(frame_of(kv, event_id), event_id)
         log.info("pushed", extra={"message_id": str(kv.id), "clients": sent})

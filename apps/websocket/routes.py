@@ -6,7 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
 
-from apps.websocket.handlers import HUB, frame_of
+from apps.websocket.deps import HubDep
+from apps.websocket.handlers import frame_of
 from msarch.events import Event, EventType
 from msarch.messages import KeyValue
 from msarch.problems import Problem
@@ -44,24 +45,23 @@ async def events(
 
 
 @router.websocket("/ws")
-async def ws(socket: WebSocket, after: str | None = None) -> None:
+async def ws(socket: WebSocket, runtime: RuntimeDep, hub: HubDep, after: str | None = None) -> None:
     await socket.accept()
     if after is not None and not EVENT_ID.match(after):
         await socket.close(code=1008, reason="after must be an event id")
         return
-    client = HUB.join(socket, catching_up=after is not None)
+    client = hub.join(socket, catching_up=after is not None)
     try:
         if after is not None:
-            store: Store = socket.app.state.runtime.store
-            last = await _catch_up(store, socket, after)
-            await HUB.go_live(client, last)
+            last = await _catch_up(runtime.store, socket, after)
+            await hub.go_live(client, last)
         while True:
             # Clients have nothing to say; reading notices when they leave.
             await socket.receive_text()
     except WebSocketDisconnect:
         pass
     finally:
-        HUB.leave(client)
+        hub.leave(client)
 
 
 async def _catch_up(store: Store, socket: WebSocket, after: str) -> str:

@@ -61,9 +61,9 @@ def _problem(response: httpx.Response) -> NoReturn:
 @app.command()
 def up() -> None:
     """Run the whole stack on this machine until Ctrl-C."""
-    from msarch.runner import run_stack
+    from msarch import up as stack
 
-    raise typer.Exit(asyncio.run(run_stack(get_settings())))
+    raise typer.Exit(asyncio.run(stack.run(get_settings())))
 
 
 @app.command()

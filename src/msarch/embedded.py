@@ -115,7 +115,7 @@ class Embedded:
             *command,
             stdout=log,
             stderr=log,
-            start_new_session=True,  # Ctrl-C reaches the runner, which stops us last
+            start_new_session=True,  # Ctrl-C reaches `msarch up`, which stops us last
             env={**os.environ},
         )
         self.processes.append((name, process))

@@ -12,11 +12,12 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
 
 from msarch import problems
 from msarch.bus import Bus, create_bus
@@ -26,10 +27,12 @@ from msarch.observability import RequestContext, configure_logging
 from msarch.settings import Settings, get_settings
 from msarch.storage import Store
 
+T = TypeVar("T")
+
 
 @dataclass
 class Runtime:
-    """What a running service holds: its settings, bus and store."""
+    """What a running service holds: its settings, bus and store, and its own dependencies."""
 
     name: str
     settings: Settings
@@ -39,14 +42,27 @@ class Runtime:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on SIGTERM/SIGINT, before the server drains: a request waiting on another
     service can answer at once instead of being cut off at the graceful timeout."""
+    dependencies: dict[type[Any], Any] = field(default_factory=dict)
+    """One instance per class (the websocket Hub, the batch Waiters), instead of module
+    globals: handlers and routes of this service share it, a test builds a fresh one."""
+
+    def dependency(self, kind: type[T]) -> T:
+        """This service's instance of `kind`, as given to create_service(dependencies=...)."""
+        if kind not in self.dependencies:
+            raise LookupError(
+                f"the {self.name} service has no {kind.__name__}: "
+                f"pass it in create_service(dependencies=[...])"
+            )
+        return cast(T, self.dependencies[kind])
 
 
 Subscribe = Callable[[Runtime], None]
 Background = Callable[[Runtime], Coroutine[Any, Any, None]]
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    """The service's Runtime, for HTTP routes and websocket routes alike."""
+    runtime: Runtime = connection.app.state.runtime
     return runtime
 
 
@@ -116,10 +132,15 @@ def create_service(
     routers: Sequence[APIRouter] = (),
     subscribe: Subscribe | None = None,
     background: Sequence[Background] = (),
+    dependencies: Sequence[type[Any]] = (),
     settings: Settings | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
-    """Build a service: its routes, its subscribers, and its lifecycle."""
+    """Build a service: its routes, its subscribers, and its lifecycle.
+
+    `dependencies` are classes built once here, with no arguments, and reached through
+    `Runtime.dependency` (the service's state, nameko-style, not a module global).
+    """
     settings = settings or get_settings()
     configure_logging(name, settings.log_level)
     log = logging.getLogger(f"msarch.{name}")
@@ -127,7 +148,13 @@ def create_service(
     store = Store.from_url(
         settings.redis_url, settings.namespace, max_connections=settings.prefetch + 64
     )
-    runtime = Runtime(name=name, settings=settings, bus=bus, store=store)
+    runtime = Runtime(
+        name=name,
+        settings=settings,
+        bus=bus,
+        store=store,
+        dependencies={kind: kind() for kind in dependencies},
+    )
     if subscribe is not None:
         subscribe(runtime)
 

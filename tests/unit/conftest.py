@@ -7,7 +7,8 @@ Only keys under the test's own namespace are ever deleted, found with SCAN.
 
 import itertools
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 from uuid import uuid4
 
 import pytest
@@ -22,7 +23,10 @@ TEST_REDIS_URL = os.environ.get("MSARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 StoreFactory = Callable[[], Store]
-RuntimeFactory = Callable[[str], Runtime]
+
+
+class RuntimeFactory(Protocol):
+    def __call__(self, service: str, dependencies: Sequence[type[Any]] = ()) -> Runtime: ...
 
 
 @pytest.fixture
@@ -60,10 +64,16 @@ def fresh_store(store: Store, namespace: str) -> StoreFactory:
 
 @pytest.fixture
 def make_runtime(unit_settings: Settings, store: Store) -> RuntimeFactory:
-    """Runtime(service) as create_service builds it, with nothing connected."""
+    """Runtime(service) as create_service builds it (its dependencies too), nothing connected."""
 
-    def make(service: str) -> Runtime:
+    def make(service: str, dependencies: Sequence[type[Any]] = ()) -> Runtime:
         bus = create_bus(unit_settings, service=service)
-        return Runtime(name=service, settings=unit_settings, bus=bus, store=store)
+        return Runtime(
+            name=service,
+            settings=unit_settings,
+            bus=bus,
+            store=store,
+            dependencies={kind: kind() for kind in dependencies},
+        )
 
     return make

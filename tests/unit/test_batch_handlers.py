@@ -2,12 +2,13 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from uuid import uuid4
 
 import pytest
 from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, TestRabbitBroker
 
-from apps.batch.handlers import WAITERS, subscribe
+from apps.batch.handlers import subscribe
 from apps.batch.waiters import Waiters
 from msarch import channels
 from msarch.bus import Bus
@@ -15,64 +16,59 @@ from msarch.messages import BatchReply, BatchStatus
 from tests.unit.conftest import RuntimeFactory
 
 
+@dataclass
+class BatchReplies:
+    """The batch service's subscriber on a TestRabbitBroker, and its Waiters."""
+
+    bus: Bus
+    broker: RabbitBroker
+    waiters: Waiters
+
+
 @pytest.fixture
-async def batch_broker(make_runtime: RuntimeFactory) -> AsyncIterator[tuple[Bus, RabbitBroker]]:
-    runtime = make_runtime("batch")
+async def replies(make_runtime: RuntimeFactory) -> AsyncIterator[BatchReplies]:
+    runtime = make_runtime("batch", [Waiters])
     subscribe(runtime)
     async with TestRabbitBroker(runtime.bus.broker) as broker:
-        yield runtime.bus, broker
+        yield BatchReplies(runtime.bus, broker, runtime.dependency(Waiters))
 
 
-async def _reply(bus: Bus, broker: RabbitBroker, reply: BatchReply | Mapping[str, object]) -> None:
-    exchange = RabbitExchange(bus.name(channels.BATCH_REPLY), type=ExchangeType.FANOUT)
-    await broker.publish(reply, exchange=exchange)
+async def _reply(replies: BatchReplies, reply: BatchReply | Mapping[str, object]) -> None:
+    exchange = RabbitExchange(replies.bus.name(channels.BATCH_REPLY), type=ExchangeType.FANOUT)
+    await replies.broker.publish(reply, exchange=exchange)
 
 
-async def test_a_final_reply_wakes_the_request_waiting_for_it(
-    batch_broker: tuple[Bus, RabbitBroker],
-) -> None:
-    bus, broker = batch_broker
+async def test_a_final_reply_wakes_the_request_waiting_for_it(replies: BatchReplies) -> None:
     batch_id, other = uuid4(), uuid4()
-    waiting, bystander = WAITERS.expect(batch_id), WAITERS.expect(other)
-    try:
-        await _reply(bus, broker, BatchReply(batch_id=batch_id, status=BatchStatus.Done))
-        reply = await asyncio.wait_for(waiting, 1)
-        assert (reply.batch_id, reply.status) == (batch_id, BatchStatus.Done)
-        assert not bystander.done()
-    finally:
-        WAITERS.forget(batch_id)
-        WAITERS.forget(other)
+    waiting, bystander = replies.waiters.expect(batch_id), replies.waiters.expect(other)
+    await _reply(replies, BatchReply(batch_id=batch_id, status=BatchStatus.Done))
+    reply = await asyncio.wait_for(waiting, 1)
+    assert (reply.batch_id, reply.status) == (batch_id, BatchStatus.Done)
+    assert not bystander.done()
 
 
-async def test_a_reply_as_it_travels_on_the_wire_is_understood(
-    batch_broker: tuple[Bus, RabbitBroker],
-) -> None:
-    bus, broker = batch_broker
+async def test_a_reply_as_it_travels_on_the_wire_is_understood(replies: BatchReplies) -> None:
     batch_id = uuid4()
-    waiting = WAITERS.expect(batch_id)
-    try:
-        wire = {"batch_id": str(batch_id), "status": "Invalid", "detail": "index 9 is outside 0..1"}
-        await _reply(bus, broker, wire)
-        reply = await asyncio.wait_for(waiting, 1)
-        assert (reply.status, reply.detail) == (BatchStatus.Invalid, "index 9 is outside 0..1")
-    finally:
-        WAITERS.forget(batch_id)
+    waiting = replies.waiters.expect(batch_id)
+    wire = {"batch_id": str(batch_id), "status": "Invalid", "detail": "index 9 is outside 0..1"}
+    await _reply(replies, wire)
+    reply = await asyncio.wait_for(waiting, 1)
+    assert (reply.status, reply.detail) == (BatchStatus.Invalid, "index 9 is outside 0..1")
 
 
 async def test_a_reply_nobody_waits_for_is_acked_and_ignored(
-    batch_broker: tuple[Bus, RabbitBroker], monkeypatch: pytest.MonkeyPatch
+    replies: BatchReplies, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bus, broker = batch_broker
     resolved: list[bool] = []
-    resolve = WAITERS.resolve
+    resolve = replies.waiters.resolve
 
     def spy(reply: BatchReply) -> bool:
         resolved.append(resolve(reply))
         return resolved[-1]
 
-    monkeypatch.setattr(WAITERS, "resolve", spy)
+    monkeypatch.setattr(replies.waiters, "resolve", spy)
     # Another instance's batch: every instance gets every reply. No error, nothing kept.
-    await _reply(bus, broker, BatchReply(batch_id=uuid4(), status=BatchStatus.Done))
+    await _reply(replies, BatchReply(batch_id=uuid4(), status=BatchStatus.Done))
     assert resolved == [False]
 
 
@@ -80,18 +76,14 @@ async def test_a_reply_nobody_waits_for_is_acked_and_ignored(
     "status", [BatchStatus.None_, BatchStatus.PendingConsume, BatchStatus.PendingDatabase]
 )
 async def test_a_non_final_reply_does_not_wake_the_request(
-    batch_broker: tuple[Bus, RabbitBroker], status: BatchStatus
+    replies: BatchReplies, status: BatchStatus
 ) -> None:
-    bus, broker = batch_broker
     batch_id = uuid4()
-    waiting = WAITERS.expect(batch_id)
-    try:
-        await _reply(bus, broker, BatchReply(batch_id=batch_id, status=status))
-        assert not waiting.done()
-        await _reply(bus, broker, BatchReply(batch_id=batch_id, status=BatchStatus.Done))
-        assert (await asyncio.wait_for(waiting, 1)).status is BatchStatus.Done
-    finally:
-        WAITERS.forget(batch_id)
+    waiting = replies.waiters.expect(batch_id)
+    await _reply(replies, BatchReply(batch_id=batch_id, status=status))
+    assert not waiting.done()
+    await _reply(replies, BatchReply(batch_id=batch_id, status=BatchStatus.Done))
+    assert (await asyncio.wait_for(waiting, 1)).status is BatchStatus.Done
 
 
 # -- Waiters alone ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from apps.batch.app import app as batch_app
 from apps.batch.handlers import subscribe as batch_subscribe
 from apps.batch.routes import router
+from apps.batch.waiters import Waiters
 from apps.store.handlers import subscribe as store_subscribe
 from msarch.bus import PublishError
 from msarch.channels import Channel
@@ -111,7 +112,11 @@ def batch_settings(unit_settings: Settings) -> Settings:
 @pytest.fixture
 async def service(batch_settings: Settings, store: Store) -> AsyncIterator[BatchService]:
     app = create_service(
-        "batch", routers=[router], subscribe=batch_subscribe, settings=batch_settings
+        "batch",
+        routers=[router],
+        subscribe=batch_subscribe,
+        dependencies=[Waiters],
+        settings=batch_settings,
     )
     runtime: Runtime = app.state.runtime
     try:
@@ -282,3 +287,18 @@ async def test_a_batch_the_broker_refuses_is_503_and_recorded_as_failed(
     info = (await service.client.get(f"{URL}/{problem['batch_id']}")).json()
     assert info["status"] == "DatabaseOperationFailed"
     assert "broker refused" in info["detail"]
+
+
+async def test_a_batch_still_waiting_when_the_service_stops_is_503_and_goes_on(
+    service: BatchService, flow: Callable[[Drop], None]
+) -> None:
+    flow(lambda item: item.index == 1)  # no reply can come: the request is still waiting
+    service.runtime.stopping.set()
+    problem = _problem(await service.client.post(URL, json={"size": 2}), 503)
+    batch_id = problem["batch_id"]
+    assert problem["detail"] == (
+        f"the batch service is stopping; batch {batch_id} goes on: "
+        f"GET /api/batch/{batch_id} gives its outcome"
+    )
+    info = (await service.client.get(f"{URL}/{batch_id}")).json()
+    assert (info["status"], info["stored"]) == ("PendingDatabase", 1)

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -11,14 +10,14 @@ from fastapi import WebSocket, WebSocketDisconnect
 from faststream.rabbit import ExchangeType, RabbitExchange, TestRabbitBroker
 
 from apps.websocket import hub as hub_module
-from apps.websocket.handlers import HUB, frame_of, subscribe
+from apps.websocket.handlers import frame_of, subscribe
 from apps.websocket.hub import Hub, position
 from apps.websocket.routes import router, ws
 from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import KeyValue
 from msarch.problems import PROBLEM_JSON
-from msarch.service import create_service
+from msarch.service import Runtime, create_service
 from msarch.settings import Settings
 from msarch.storage import Store
 from tests.unit.conftest import RuntimeFactory
@@ -27,7 +26,7 @@ from tests.unit.conftest import RuntimeFactory
 class FakeSocket:
     """Stands in for a starlette WebSocket: records frames; can be slow, broken or gated."""
 
-    def __init__(self, *, slow: bool = False, broken: bool = False, store: Store | None = None):
+    def __init__(self, *, slow: bool = False, broken: bool = False):
         self.frames: list[str] = []
         self.accepted = False
         self.closed_with: int | None = None
@@ -39,7 +38,6 @@ class FakeSocket:
         self.waiting = asyncio.Event()
         self.listening = asyncio.Event()
         self.sent = asyncio.Event()
-        self.app = SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(store=store)))
 
     async def accept(self) -> None:
         self.accepted = True
@@ -207,47 +205,51 @@ def test_event_positions_compare_as_numbers() -> None:
 # -- the route -----------------------------------------------------------------------------
 
 
-async def test_the_route_joins_while_connected_and_leaves_on_disconnect() -> None:
-    socket = FakeSocket()
-    before = len(HUB)
-    session = asyncio.create_task(ws(_ws(socket)))
+@pytest.fixture
+def runtime(make_runtime: RuntimeFactory) -> Runtime:
+    """The websocket service's Runtime, its Hub included, as create_service builds it."""
+    return make_runtime("websocket", [Hub])
+
+
+async def test_the_route_joins_while_connected_and_leaves_on_disconnect(runtime: Runtime) -> None:
+    socket, hub = FakeSocket(), runtime.dependency(Hub)
+    session = asyncio.create_task(ws(_ws(socket), runtime, hub))
     try:
         await asyncio.wait_for(socket.listening.wait(), 2)
         assert socket.accepted
-        assert len(HUB) == before + 1
-        await HUB.push(_frame(None, "live"), None)
+        assert len(hub) == 1
+        await hub.push(_frame(None, "live"), None)
         assert [json.loads(f)["key"] for f in socket.frames] == ["live"]
     finally:
         socket.leave.set()
         await asyncio.wait_for(session, 2)
-    assert len(HUB) == before
+    assert len(hub) == 0
 
 
 @pytest.mark.parametrize("after", ["", "abc", "1-2-3", "1700000000000-0; DROP", "-1"])
-async def test_the_route_refuses_a_malformed_after(after: str) -> None:
-    socket = FakeSocket()
-    before = len(HUB)
-    await asyncio.wait_for(ws(_ws(socket), after=after), 2)
+async def test_the_route_refuses_a_malformed_after(runtime: Runtime, after: str) -> None:
+    socket, hub = FakeSocket(), runtime.dependency(Hub)
+    await asyncio.wait_for(ws(_ws(socket), runtime, hub, after=after), 2)
     assert socket.closed_with == 1008
-    assert len(HUB) == before
+    assert len(hub) == 0
 
 
 async def test_a_resuming_client_gets_the_missed_events_then_live_ones_no_gap_no_duplicate(
-    store: Store,
+    runtime: Runtime,
 ) -> None:
+    store, hub = runtime.store, runtime.dependency(Hub)
     kvs = [KeyValue(key=f"k{i}", value=f"v{i}") for i in range(4)]
     ids = [(await store.store_key_value(kv))[1] for kv in kvs]
-    socket = FakeSocket(store=store)
+    socket = FakeSocket()
     gate = socket.gate = asyncio.Event()  # the first catch-up frame is slow to go out
-    before = len(HUB)
-    session = asyncio.create_task(ws(_ws(socket), after=ids[0]))
+    session = asyncio.create_task(ws(_ws(socket), runtime, hub, after=ids[0]))
     try:
         await asyncio.wait_for(socket.waiting.wait(), 2)
         # While it catches up: a re-forward of a logged event, and a new one.
-        await HUB.push(frame_of(kvs[2], ids[2]), ids[2])
+        await hub.push(frame_of(kvs[2], ids[2]), ids[2])
         late = KeyValue(key="late", value="x")
         _, late_id = await store.store_key_value(late)
-        await HUB.push(frame_of(late, late_id), late_id)
+        await hub.push(frame_of(late, late_id), late_id)
         gate.set()
         await asyncio.wait_for(socket.listening.wait(), 2)  # caught up and live
         assert socket.ids == [*ids[1:], late_id]
@@ -260,7 +262,7 @@ async def test_a_resuming_client_gets_the_missed_events_then_live_ones_no_gap_no
     finally:
         socket.leave.set()
         await asyncio.wait_for(session, 2)
-    assert len(HUB) == before
+    assert len(hub) == 0
 
 
 # -- GET /api/events ---------------------------------------------------------------------
@@ -308,15 +310,15 @@ async def test_bad_event_queries_are_422_problems(
 
 
 async def test_a_forwarded_key_value_reaches_the_clients_once_with_its_event_id(
-    make_runtime: RuntimeFactory,
+    runtime: Runtime,
 ) -> None:
-    runtime = make_runtime("websocket")
+    hub = runtime.dependency(Hub)
     subscribe(runtime)
     exchange = RabbitExchange(
         runtime.bus.name(channels.FORWARD_ROUNDTRIP), type=ExchangeType.FANOUT
     )
     sockets = [FakeSocket(), FakeSocket()]
-    clients = [HUB.join(_ws(s), catching_up=False) for s in sockets]
+    clients = [hub.join(_ws(s), catching_up=False) for s in sockets]
     kv = KeyValue(key="ключ 🔑", value="\u200fשלום\x00 e\u0301")
     event_id = f"{1_700_000_000_000 + id(kv) % 1000}-{id(kv) % 97}"
     try:
@@ -330,7 +332,7 @@ async def test_a_forwarded_key_value_reaches_the_clients_once_with_its_event_id(
                 )
     finally:
         for client in clients:
-            HUB.leave(client)
+            hub.leave(client)
 
     for socket in sockets:
         (frame,) = socket.frames

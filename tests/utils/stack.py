@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import websockets
 
-from msarch.runner import ServiceProcess
 from msarch.settings import SERVICES, Settings
 from msarch.storage import Store
+from msarch.supervision import ServiceProcess
 from tests.utils.infra import delete_namespace, env_of, free_port, isolated_settings
 
 

@@ -1,0 +1,139 @@
+"""Creating one batch: record it, publish its items, wait for the store's reply.
+
+The store decides a batch's outcome and replies on `batch_reply`; this side
+only records the request, streams the items and waits. When no reply comes in
+time the durable status in Redis is the answer (a reply can be lost, the
+outcome cannot). The HTTP answers are the route's: this module raises or
+returns plain results.
+"""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from redis.exceptions import RedisError
+
+from apps.batch.waiters import Waiters
+from msarch import channels
+from msarch.bus import PublishError
+from msarch.messages import BatchItem, BatchReply, BatchStatus, item_of
+from msarch.observability import request_id
+from msarch.service import Runtime
+
+KEEP_ALIVE_S = 1.0
+
+
+class BatchNotPublished(Exception):
+    """The broker did not take every item; the batch is recorded as failed in Redis."""
+
+    def __init__(self, batch_id: UUID, error: PublishError) -> None:
+        super().__init__(f"the broker did not take the batch: {error}")
+        self.batch_id = batch_id
+
+
+class StoppedWaiting(Exception):
+    """The service is stopping before the reply came; the batch goes on without us."""
+
+    def __init__(self, batch_id: UUID) -> None:
+        super().__init__(
+            f"the batch service is stopping; batch {batch_id} goes on: "
+            f"GET /api/batch/{batch_id} gives its outcome"
+        )
+        self.batch_id = batch_id
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    batch_id: UUID
+    size: int
+    status: BatchStatus
+    detail: str | None
+    elapsed_ms: float
+
+
+@dataclass
+class BatchCoordinator:
+    """One batch from request to outcome, for the service's runtime and its waiters."""
+
+    runtime: Runtime
+    waiters: Waiters
+
+    async def create(self, size: int) -> BatchOutcome:
+        """The outcome of a new batch of `size` items; BatchNotPublished or StoppedWaiting."""
+        batch_id = uuid4()
+        started = time.perf_counter()
+        reply = self.waiters.expect(batch_id)  # before publishing: a fast reply is not missed
+        keep_alive = asyncio.create_task(self._keep_assembling(batch_id))
+        try:
+            await self._publish(batch_id, size)
+            status, detail = await self._outcome(batch_id, reply)
+        finally:
+            keep_alive.cancel()
+            self.waiters.forget(batch_id)
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+        return BatchOutcome(batch_id, size, status, detail, elapsed_ms)
+
+    async def _publish(self, batch_id: UUID, size: int) -> None:
+        store, correlation_id = self.runtime.store, request_id.get()
+        await store.request_batch(batch_id, size, correlation_id)
+        try:
+            await self.runtime.bus.publish_stream(
+                channels.BATCH, _items(batch_id, size), correlation_id=correlation_id
+            )
+        except PublishError as exc:
+            await store.fail_batch(
+                batch_id, BatchStatus.DatabaseOperationFailed, f"publishing failed: {exc}"
+            )
+            raise BatchNotPublished(batch_id, exc) from exc
+
+    async def _outcome(
+        self, batch_id: UUID, reply: "asyncio.Future[BatchReply]"
+    ) -> tuple[BatchStatus, str | None]:
+        timeout_s = self.runtime.settings.batch_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await _reply_unless_stopping(reply, self.runtime.stopping)
+        except TimeoutError:
+            return await self._timed_out(batch_id, timeout_s)
+        if answer is None:
+            raise StoppedWaiting(batch_id)
+        return answer.status, answer.detail
+
+    async def _timed_out(self, batch_id: UUID, timeout_s: float) -> tuple[BatchStatus, str | None]:
+        """TimeoutExceeded, unless the batch reached another final status meanwhile."""
+        store = self.runtime.store
+        status = await store.fail_batch(
+            batch_id, BatchStatus.TimeoutExceeded, f"no reply within {timeout_s:g} s"
+        )
+        state = await store.batch_state(batch_id)
+        return status, state.detail if state else None
+
+    async def _keep_assembling(self, batch_id: UUID) -> None:
+        """While this request publishes and waits, its batch is not stalled, however long its
+        items queue behind others; the store times out only a batch whose publisher is gone."""
+        while True:
+            with contextlib.suppress(RedisError):  # a missed beat is made up by the next one
+                await self.runtime.store.keep_assembling(batch_id)
+            await asyncio.sleep(KEEP_ALIVE_S)
+
+
+def _items(batch_id: UUID, size: int) -> Iterator[tuple[str, BatchItem]]:
+    for index in range(size):
+        yield f"{batch_id}:{index}", item_of(batch_id, index, size)
+
+
+async def _reply_unless_stopping(
+    reply: "asyncio.Future[BatchReply]", stopping: asyncio.Event
+) -> BatchReply | None:
+    """The batch's reply, or None if the service is told to stop first."""
+    stop: asyncio.Future[Any] = asyncio.create_task(stopping.wait())
+    either: set[asyncio.Future[Any]] = {reply, stop}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    return reply.result() if reply.done() else None

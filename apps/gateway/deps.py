@@ -1,0 +1,61 @@
+"""What the gateway holds, and the Annotated aliases its routes take it by.
+
+The gateway is not a create_service service (no bus, no store of its own):
+`Gateway` is its runtime, built once by create_gateway, its HTTP client opened
+by the lifespan. app.state holds only the Gateway; routes ask for the part
+they need (SettingsDep, ClientDep, UpstreamsDep, RoutesDep), and a test can
+build a Gateway of its own.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+import aiohttp
+from fastapi import Depends
+from starlette.requests import HTTPConnection
+
+from apps.gateway.upstreams import Route, Upstreams
+from msarch.settings import Settings
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    upstreams: Upstreams
+    routes: Sequence[Route]
+    """The routing table, longest prefix first."""
+    client: aiohttp.ClientSession | None = None
+    """The pooled HTTP client to the services; open only while the lifespan runs."""
+
+
+def _gateway(connection: HTTPConnection) -> Gateway:
+    gateway: Gateway = connection.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
+
+
+def _settings(gateway: GatewayDep) -> Settings:
+    return gateway.settings
+
+
+def _client(gateway: GatewayDep) -> aiohttp.ClientSession:
+    if gateway.client is None:
+        raise RuntimeError("the gateway's HTTP client is opened by its lifespan, not running")
+    return gateway.client
+
+
+def _upstreams(gateway: GatewayDep) -> Upstreams:
+    return gateway.upstreams
+
+
+def _routes(gateway: GatewayDep) -> Sequence[Route]:
+    return gateway.routes
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ClientDep = Annotated[aiohttp.ClientSession, Depends(_client)]
+UpstreamsDep = Annotated[Upstreams, Depends(_upstreams)]
+RoutesDep = Annotated[Sequence[Route], Depends(_routes)]
