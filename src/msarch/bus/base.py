@@ -8,10 +8,10 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from uuid import uuid4
 
-from faststream._internal.middlewares import BaseMiddleware
+from faststream import AckPolicy, BaseMiddleware, ContextRepo
 from faststream.exceptions import AckMessage
 from faststream.message import StreamMessage
 from prometheus_client import Counter, Histogram
@@ -47,10 +47,32 @@ class PublishError(RuntimeError):
     """The broker did not confirm a message: it is not safe to report success."""
 
 
-class Bus(ABC):
+class Broker(Protocol):
+    """What the bus asks of a FastStream broker (RabbitBroker, NatsBroker): public API only."""
+
+    @property
+    def context(self) -> ContextRepo: ...
+
+    async def connect(self) -> Any: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ping(self, timeout: float | None) -> bool: ...  # noqa: ASYNC109 (FastStream's)
+
+    def subscriber(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def publish(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+BrokerT = TypeVar("BrokerT", bound=Broker)
+
+
+class Bus(ABC, Generic[BrokerT]):
     """The broker behind the channels, as one object a service holds."""
 
-    broker: Any
+    broker: BrokerT
     """The FastStream broker (for FastStream's TestBroker in unit tests)."""
 
     def __init__(self, settings: Settings, *, service: str) -> None:
@@ -82,11 +104,26 @@ class Bus(ABC):
 
         return make
 
-    @abstractmethod
     def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
-        """Register a handler for a channel; the message is acked after it returns."""
+        """Register a handler for a channel; the message is acked only after it returns.
+
+        A handler that raises nacks its message (redelivered, then dead-lettered by
+        the consume middleware); what a handler returns is sent nowhere.
+        """
+        subscribe = self.broker.subscriber(
+            **self._subscription(channel), ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True
+        )
+
+        def register(handler: Handler) -> Handler:
+            subscribe(handler)
+            return handler  # the plain function, not FastStream's wrapper: services call it
+
+        return register
 
     @abstractmethod
+    def _subscription(self, channel: Channel) -> dict[str, Any]:
+        """Where and how a channel is consumed: the backend's `broker.subscriber` arguments."""
+
     async def publish(
         self,
         channel: Channel,
@@ -99,6 +136,22 @@ class Bus(ABC):
     ) -> None:
         """Publish and wait for the broker's confirmation (at most timeout_s, default
         MSARCH_UPSTREAM_TIMEOUT_S); PublishError otherwise."""
+        try:
+            await self.broker.publish(
+                message,
+                correlation_id=correlation_id,
+                timeout=timeout_s or self.settings.upstream_timeout_s,
+                **self._publication(channel, message_id, headers),
+            )
+        except Exception as exc:
+            raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+
+    @abstractmethod
+    def _publication(
+        self, channel: Channel, message_id: str | None, headers: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Where a message on a channel goes and what it carries: the backend's
+        `broker.publish` arguments besides the message, correlation id and timeout."""
 
     async def publish_stream(
         self,
@@ -213,7 +266,7 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
     throughput; these two metrics are what an operator of this system reads.)
     """
 
-    bus: Bus
+    bus: Bus[Any]
 
     async def consume_scope(
         self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from nats.js.api import (
@@ -42,7 +41,6 @@ from nats.js.api import (
 )
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError
-from pydantic import BaseModel
 
 from msarch import channels
 from msarch.bus.base import (
@@ -50,7 +48,6 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
-    Handler,
     PublishError,
 )
 from msarch.channels import Channel, Delivery
@@ -65,7 +62,7 @@ ACK_WAIT_S = 6.0
 """How soon the messages of a consumer that died are redelivered."""
 
 
-class NatsBus(Bus):
+class NatsBus(Bus[NatsBroker]):
     def __init__(self, settings: Settings, *, service: str) -> None:
         super().__init__(settings, service=service)
         self.broker = NatsBroker(
@@ -118,38 +115,27 @@ class NatsBus(Bus):
 
     # -- consuming ---------------------------------------------------------------
 
-    def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
+    def _subscription(self, channel: Channel) -> dict[str, Any]:
         if channel.delivery is Delivery.WORK:
-            sub = self.broker.subscriber(
-                self.name(channel),
-                stream=self.work,
-                durable=self._durable(channel),
+            return {
+                "subject": self.name(channel),
+                "stream": self.work,
+                "durable": self._durable(channel),
                 # Each fetched batch is handled concurrently (the store coalesces it into
                 # one Redis pipeline) and acked before the next fetch.
-                pull_sub=PullSub(batch_size=self.settings.prefetch, timeout=5.0),
-                config=ConsumerConfig(
+                "pull_sub": PullSub(batch_size=self.settings.prefetch, timeout=5.0),
+                "config": ConsumerConfig(
                     ack_policy=JsAckPolicy.EXPLICIT,
                     ack_wait=ACK_WAIT_S,
                     max_deliver=self.settings.delivery_limit,
                     max_ack_pending=self.settings.prefetch * 4,
                 ),
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-        else:
-            sub = self.broker.subscriber(
-                self.name(channel),
-                stream=self.broadcast,
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-
-        def register(handler: Handler) -> Handler:
-            sub(handler)
-            return handler
-
-        return register
+            }
+        return {
+            "subject": self.name(channel),
+            "stream": self.broadcast,
+            "deliver_policy": DeliverPolicy.NEW,
+        }
 
     @contextlib.contextmanager
     def handling(self, msg: StreamMessage[Any]) -> Iterator[None]:
@@ -176,30 +162,17 @@ class NatsBus(Bus):
 
     # -- publishing --------------------------------------------------------------
 
-    async def publish(
-        self,
-        channel: Channel,
-        message: BaseModel,
-        *,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        timeout_s: float | None = None,
-    ) -> None:
+    def _publication(
+        self, channel: Channel, message_id: str | None, headers: dict[str, Any] | None
+    ) -> dict[str, Any]:
         all_headers = {k: str(v) for k, v in (headers or {}).items()}
         if message_id:
             all_headers[MSG_ID] = message_id
-        try:
-            await self.broker.publish(
-                message,
-                self.name(channel),
-                stream=self._stream_of(channel).name,
-                headers=all_headers,
-                correlation_id=correlation_id,
-                timeout=timeout_s or self.settings.upstream_timeout_s,
-            )
-        except Exception as exc:
-            raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+        return {
+            "subject": self.name(channel),
+            "stream": self._stream_of(channel).name,
+            "headers": all_headers,
+        }
 
     async def _confirmed_sender(
         self, channel: Channel, correlation_id: str | None

@@ -15,7 +15,6 @@ from typing import Any
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
-from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.rabbit import Channel as AmqpChannel
 from faststream.rabbit import (
@@ -25,7 +24,6 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
-from pydantic import BaseModel
 
 from msarch import channels
 from msarch.bus.base import (
@@ -33,14 +31,13 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
-    Handler,
     PublishError,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
 
 
-class RabbitBus(Bus):
+class RabbitBus(Bus[RabbitBroker]):
     def __init__(self, settings: Settings, *, service: str) -> None:
         super().__init__(settings, service=service)
         self.broker = RabbitBroker(
@@ -108,58 +105,31 @@ class RabbitBus(Bus):
 
     # -- consuming ---------------------------------------------------------------
 
-    def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
-        """Register a handler for a channel; it is acked only after it returns."""
+    def _subscription(self, channel: Channel) -> dict[str, Any]:
         if channel.delivery is Delivery.WORK:
-            sub = self.broker.subscriber(
-                self._work_queue(channel),
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-        else:
-            sub = self.broker.subscriber(
-                self._instance_queue(channel),
-                self._broadcast_exchange(channel),
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-
-        def register(handler: Handler) -> Handler:
-            sub(handler)
-            return handler
-
-        return register
+            return {"queue": self._work_queue(channel)}
+        return {
+            "queue": self._instance_queue(channel),
+            "exchange": self._broadcast_exchange(channel),
+        }
 
     # -- publishing --------------------------------------------------------------
 
-    async def publish(
-        self,
-        channel: Channel,
-        message: BaseModel,
-        *,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        timeout_s: float | None = None,
-    ) -> None:
-        """Publish and wait for the broker's confirm; raises PublishError otherwise."""
+    def _publication(
+        self, channel: Channel, message_id: str | None, headers: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return {
+            **self._destination(channel),
+            "persist": True,
+            "message_id": message_id,
+            "headers": headers,
+        }
+
+    def _destination(self, channel: Channel) -> dict[str, Any]:
         if channel.delivery is Delivery.WORK:
-            destination: dict[str, Any] = {"queue": self.name(channel), "mandatory": True}
-        else:
-            # A broadcast with no listener is not an error: nobody is connected.
-            destination = {"exchange": self._broadcast_exchange(channel), "mandatory": False}
-        try:
-            await self.broker.publish(
-                message,
-                persist=True,
-                message_id=message_id,
-                correlation_id=correlation_id,
-                headers=headers,
-                timeout=timeout_s or self.settings.upstream_timeout_s,
-                **destination,
-            )
-        except Exception as exc:
-            raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+            return {"queue": self.name(channel), "mandatory": True}
+        # A broadcast with no listener is not an error: nobody is connected.
+        return {"exchange": self._broadcast_exchange(channel), "mandatory": False}
 
     async def _confirmed_sender(
         self, channel: Channel, correlation_id: str | None
@@ -185,12 +155,7 @@ class RabbitBus(Bus):
         return send
 
     async def publish_raw(self, channel: Channel, body: bytes) -> None:
-        if channel.delivery is Delivery.WORK:
-            await self.broker.publish(body, queue=self.name(channel), persist=True)
-        else:
-            await self.broker.publish(
-                body, exchange=self._broadcast_exchange(channel), persist=True, mandatory=False
-            )
+        await self.broker.publish(body, persist=True, **self._destination(channel))
 
     async def _default_exchange(self) -> AbstractExchange:
         channel: AbstractRobustChannel = await self._publish_channel()
