@@ -15,4 +15,4 @@ async def connected_bus(settings: Settings) -> AsyncIterator[Bus]:
     try:
         yield bus
     finally:
-        await bus.broker.stop()
+        await bus.stop()

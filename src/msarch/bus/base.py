@@ -80,6 +80,7 @@ class Bus(ABC, Generic[BrokerT]):
         self.service = service
         self.instance = f"{service}-{uuid4().hex[:8]}"
         self.prefix = settings.namespace
+        self._connected = False
 
     def name(self, channel: Channel) -> str:
         """The channel's namespaced name: queue/exchange on RabbitMQ, subject on NATS."""
@@ -195,15 +196,32 @@ class Bus(ABC, Generic[BrokerT]):
     def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
         """Take the messages out of `<channel>.dead`: yields (body, reason)."""
 
-    @abstractmethod
     async def connect(self) -> None:
         """Connect and declare every channel, without consuming."""
+        await self.broker.connect()
+        self._connected = True
+        await self._declare()
+
+    @abstractmethod
+    async def _declare(self) -> None:
+        """Declare every channel's broker objects, producers and consumers alike.
+
+        A producer declares too, so that a message published before its consumer
+        ever started waits for it instead of being unroutable.
+        """
+
+    def _require_connected(self) -> None:
+        """Before using the driver's connection: after stop() it is gone, and
+        `broker.connect()` would silently open a new one."""
+        if not self._connected:
+            raise PublishError("broker is not connected")
 
     async def start(self) -> None:
         await self.connect()
         await self.broker.start()
 
     async def stop(self) -> None:
+        self._connected = False
         await self.broker.stop()
 
     async def ping(self) -> bool:

@@ -48,7 +48,6 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
-    PublishError,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -177,7 +176,7 @@ class NatsBus(Bus[NatsBroker]):
     async def _confirmed_sender(
         self, channel: Channel, correlation_id: str | None
     ) -> Callable[[str, bytes], Awaitable[None]]:
-        js = self._jetstream()
+        js = await self._jetstream()
         subject, stream = self.name(channel), self.work.name
         base = {"content-type": "application/json"}
         if correlation_id:
@@ -195,16 +194,16 @@ class NatsBus(Bus[NatsBroker]):
         return send
 
     async def publish_raw(self, channel: Channel, body: bytes) -> None:
-        await self._jetstream().publish(
-            self.name(channel), body, stream=self._stream_of(channel).name
-        )
+        js = await self._jetstream()
+        await js.publish(self.name(channel), body, stream=self._stream_of(channel).name)
 
     # -- dead letters ------------------------------------------------------------
 
     async def dead_letter(
         self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
     ) -> None:
-        await self._jetstream().publish(
+        js = await self._jetstream()
+        await js.publish(
             channel_name + DEAD_SUFFIX,
             body,
             stream=self.dead.name,
@@ -217,7 +216,8 @@ class NatsBus(Bus[NatsBroker]):
         )
 
     async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
-        subscription = await self._jetstream().pull_subscribe(
+        js = await self._jetstream()
+        subscription = await js.pull_subscribe(
             self.name(channel) + DEAD_SUFFIX,
             durable=self._durable(channel, "-dead"),
             stream=self.dead.name,
@@ -237,12 +237,11 @@ class NatsBus(Bus[NatsBroker]):
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def _jetstream(self) -> JetStreamContext:
-        connection = self.broker._connection  # the bus owns the broker
-        if connection is None:
-            raise PublishError("broker is not connected")
-        js: JetStreamContext = connection.jetstream()
-        return js
+    async def _jetstream(self) -> JetStreamContext:
+        """nats-py's JetStream API: for raw bytes, dead letters, streams and pipelined PubAcks."""
+        self._require_connected()
+        client = await self.broker.connect()  # public: returns the open connection
+        return client.jetstream()
 
     async def start(self) -> None:
         await super().start()
@@ -254,9 +253,8 @@ class NatsBus(Bus[NatsBroker]):
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
 
-    async def connect(self) -> None:
-        await self.broker.connect()
-        js = self._jetstream()
+    async def _declare(self) -> None:
+        js = await self._jetstream()
         for stream in (self.work, self.broadcast, self.dead):
             await _declare_stream(js, replace(stream.config, subjects=list(stream.subjects)))
 

@@ -10,7 +10,7 @@
 """
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aio_pika import DeliveryMode, Message
@@ -31,7 +31,6 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
-    PublishError,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -162,10 +161,11 @@ class RabbitBus(Bus[RabbitBroker]):
         return channel.default_exchange
 
     async def _publish_channel(self) -> AbstractRobustChannel:
+        """A channel of our own on aio-pika's connection: FastStream awaits each
+        confirm in turn, publish_stream keeps many outstanding."""
         if self._stream_channel is None:
-            connection = self.broker._connection  # the bus owns the broker
-            if connection is None:
-                raise PublishError("broker is not connected")
+            self._require_connected()
+            connection = await self.broker.connect()  # public: returns the open connection
             self._stream_channel = await connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
@@ -187,14 +187,9 @@ class RabbitBus(Bus[RabbitBroker]):
             timeout=self.settings.upstream_timeout_s,
         )
 
-    async def declare(self, channels: Iterable[Channel]) -> None:
-        """Declare every channel and its dead-letter queue, producers and consumers alike.
-
-        A producer declares too, so that a message published before its consumer
-        ever started waits in the queue instead of being unroutable.
-        """
+    async def _declare(self) -> None:
         dead = await self.broker.declare_exchange(self._dead_exchange)
-        for channel in channels:
+        for channel in channels.ALL:
             queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
             await queue.bind(dead, routing_key=self.name(channel))
             if channel.delivery is Delivery.WORK:
@@ -203,10 +198,6 @@ class RabbitBus(Bus[RabbitBroker]):
                 await self.broker.declare_exchange(self._broadcast_exchange(channel))
 
     # -- lifecycle ---------------------------------------------------------------
-
-    async def connect(self) -> None:
-        await self.broker.connect()
-        await self.declare(channels.ALL)
 
     def deliveries(self, msg: StreamMessage[Any]) -> int:
         # Quorum queues count deliveries in this header (absent on the first one).
