@@ -2,6 +2,7 @@
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -16,20 +17,24 @@ from tests.unit.conftest import RuntimeFactory
 
 
 @pytest.fixture
-async def batch_broker(make_runtime: RuntimeFactory) -> AsyncIterator[tuple[Bus, RabbitBroker]]:
+async def batch_broker(
+    make_runtime: RuntimeFactory,
+) -> AsyncIterator[tuple[Bus[Any], RabbitBroker]]:
     runtime = make_runtime("batch")
     subscribe(runtime)
     async with TestRabbitBroker(runtime.bus.broker) as broker:
         yield runtime.bus, broker
 
 
-async def _reply(bus: Bus, broker: RabbitBroker, reply: BatchReply | Mapping[str, object]) -> None:
+async def _reply(
+    bus: Bus[Any], broker: RabbitBroker, reply: BatchReply | Mapping[str, object]
+) -> None:
     exchange = RabbitExchange(bus.name(channels.BATCH_REPLY), type=ExchangeType.FANOUT)
     await broker.publish(reply, exchange=exchange)
 
 
 async def test_a_final_reply_wakes_the_request_waiting_for_it(
-    batch_broker: tuple[Bus, RabbitBroker],
+    batch_broker: tuple[Bus[Any], RabbitBroker],
 ) -> None:
     bus, broker = batch_broker
     batch_id, other = uuid4(), uuid4()
@@ -45,7 +50,7 @@ async def test_a_final_reply_wakes_the_request_waiting_for_it(
 
 
 async def test_a_reply_as_it_travels_on_the_wire_is_understood(
-    batch_broker: tuple[Bus, RabbitBroker],
+    batch_broker: tuple[Bus[Any], RabbitBroker],
 ) -> None:
     bus, broker = batch_broker
     batch_id = uuid4()
@@ -60,7 +65,7 @@ async def test_a_reply_as_it_travels_on_the_wire_is_understood(
 
 
 async def test_a_reply_nobody_waits_for_is_acked_and_ignored(
-    batch_broker: tuple[Bus, RabbitBroker], monkeypatch: pytest.MonkeyPatch
+    batch_broker: tuple[Bus[Any], RabbitBroker], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bus, broker = batch_broker
     resolved: list[bool] = []
@@ -80,7 +85,7 @@ async def test_a_reply_nobody_waits_for_is_acked_and_ignored(
     "status", [BatchStatus.None_, BatchStatus.PendingConsume, BatchStatus.PendingDatabase]
 )
 async def test_a_non_final_reply_does_not_wake_the_request(
-    batch_broker: tuple[Bus, RabbitBroker], status: BatchStatus
+    batch_broker: tuple[Bus[Any], RabbitBroker], status: BatchStatus
 ) -> None:
     bus, broker = batch_broker
     batch_id = uuid4()

@@ -8,7 +8,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from uuid import uuid4
 
 from faststream import AckPolicy, BaseMiddleware, ContextRepo
@@ -27,6 +27,8 @@ CHANNEL_HEADER = "x-msarch-channel"
 EVENT_ID_HEADER = "x-msarch-event-id"
 """The position in the event log of the fact a message announces."""
 DEAD_SUFFIX = ".dead"
+
+ObjectKind = Literal["queue", "exchange", "stream"]
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
@@ -209,6 +211,24 @@ class Bus(ABC, Generic[BrokerT]):
         A producer declares too, so that a message published before its consumer
         ever started waits for it instead of being unroutable.
         """
+
+    @abstractmethod
+    def broker_objects(self) -> dict[ObjectKind, list[str]]:
+        """The name of every queue, exchange or stream this bus declares, by kind:
+        the one place they are worked out (instance queues aside: they go with
+        their instance)."""
+
+    async def drop_namespace(self) -> None:
+        """Delete this namespace's broker objects and what they hold (connects
+        without declaring; stop() after): how tests and stacks sharing one broker
+        clean up. Never the un-namespaced objects of a production stack."""
+        if not self.prefix:
+            raise ValueError("drop_namespace: MSARCH_NAMESPACE is empty, nothing of ours to drop")
+        await self._drop()
+
+    @abstractmethod
+    async def _drop(self) -> None:
+        """Delete every object of broker_objects() that exists."""
 
     def _require_connected(self) -> None:
         """Before using the driver's connection: after stop() it is gone, and

@@ -40,7 +40,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from msarch import channels
 from msarch.bus.base import (
@@ -48,6 +48,7 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
+    ObjectKind,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -73,38 +74,46 @@ class NatsBus(Bus[NatsBroker]):
             log_level=logging.DEBUG,
             middlewares=(self.consume_middleware(),),
         )
-        stream = self._stream_name
-        self.work = JStream(
-            stream("work"),
-            subjects=[self.name(c) for c in channels.ALL if c.delivery is Delivery.WORK],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
+        self.work = self._file_stream(
+            "work",
+            [self.name(c) for c in channels.ALL if c.delivery is Delivery.WORK],
+            RetentionPolicy.WORK_QUEUE,
             duplicate_window=DUPLICATE_WINDOW_S,
-            declare=False,
         )
-        self.broadcast = JStream(
-            stream("broadcast"),
-            subjects=[self.name(c) for c in channels.ALL if c.delivery is Delivery.BROADCAST],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
+        self.broadcast = self._file_stream(
+            "broadcast",
+            [self.name(c) for c in channels.ALL if c.delivery is Delivery.BROADCAST],
+            RetentionPolicy.LIMITS,
             max_age=BROADCAST_MAX_AGE_S,
             duplicate_window=DUPLICATE_WINDOW_S,
-            declare=False,
         )
-        self.dead = JStream(
-            stream("dead"),
-            subjects=[self.name(c) + DEAD_SUFFIX for c in channels.ALL],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            declare=False,
+        self.dead = self._file_stream(
+            "dead", [self.name(c) + DEAD_SUFFIX for c in channels.ALL], RetentionPolicy.WORK_QUEUE
         )
         self._handling: dict[int, Any] = {}
         """The raw messages being handled, by id() (they are not hashable)."""
         self._keeper: asyncio.Task[None] | None = None
 
-    def _stream_name(self, kind: str) -> str:
-        # Stream names may not contain '.', '*', '>' or whitespace.
-        return f"{self.prefix}msarch-{kind}".replace(".", "_")
+    def _file_stream(
+        self,
+        kind: str,
+        subjects: list[str],
+        retention: RetentionPolicy,
+        *,
+        max_age: float | None = None,
+        duplicate_window: float = 0,
+    ) -> JStream:
+        """A file-backed stream, declared by connect() (so declare=False for FastStream)."""
+        return JStream(
+            # Stream names may not contain '.', '*', '>' or whitespace.
+            f"{self.prefix}msarch-{kind}".replace(".", "_"),
+            subjects=subjects,
+            retention=retention,
+            storage=StorageType.FILE,
+            max_age=max_age,
+            duplicate_window=duplicate_window,
+            declare=False,
+        )
 
     def _durable(self, channel: Channel, suffix: str = "") -> str:
         return f"{self.prefix}{channel.name}{suffix}".replace(".", "_")
@@ -257,6 +266,16 @@ class NatsBus(Bus[NatsBroker]):
         js = await self._jetstream()
         for stream in (self.work, self.broadcast, self.dead):
             await _declare_stream(js, replace(stream.config, subjects=list(stream.subjects)))
+
+    def broker_objects(self) -> dict[ObjectKind, list[str]]:
+        # The durable consumers live in their stream and go with it.
+        return {"stream": [s.name for s in (self.work, self.broadcast, self.dead)]}
+
+    async def _drop(self) -> None:
+        js = (await self.broker.connect()).jetstream()
+        for name in self.broker_objects()["stream"]:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(name)
 
 
 async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -9,6 +9,7 @@
   an unroutable work message raises instead of vanishing.
 """
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -31,6 +32,7 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
+    ObjectKind,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -55,7 +57,7 @@ class RabbitBus(Bus[RabbitBroker]):
             log_level=logging.DEBUG,
             middlewares=(self.consume_middleware(),),
         )
-        self._dead_exchange = RabbitExchange(
+        self.dead_exchange = RabbitExchange(
             f"{self.prefix}msarch.dead", type=ExchangeType.DIRECT, durable=True
         )
         self._stream_channel: AbstractRobustChannel | None = None
@@ -79,7 +81,7 @@ class RabbitBus(Bus[RabbitBroker]):
             durable=True,
             arguments={
                 "x-delivery-limit": self.settings.delivery_limit,
-                "x-dead-letter-exchange": self._dead_exchange.name,
+                "x-dead-letter-exchange": self.dead_exchange.name,
                 "x-dead-letter-routing-key": name,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
@@ -97,7 +99,7 @@ class RabbitBus(Bus[RabbitBroker]):
             exclusive=True,
             auto_delete=True,
             arguments={
-                "x-dead-letter-exchange": self._dead_exchange.name,
+                "x-dead-letter-exchange": self.dead_exchange.name,
                 "x-dead-letter-routing-key": self.name(channel),
             },
         )
@@ -179,7 +181,7 @@ class RabbitBus(Bus[RabbitBroker]):
         """Route a message that cannot be processed to `<channel>.dead` with the reason."""
         await self.broker.publish(
             body,
-            exchange=self._dead_exchange,
+            exchange=self.dead_exchange,
             routing_key=channel_name,
             persist=True,
             mandatory=True,
@@ -188,7 +190,7 @@ class RabbitBus(Bus[RabbitBroker]):
         )
 
     async def _declare(self) -> None:
-        dead = await self.broker.declare_exchange(self._dead_exchange)
+        dead = await self.broker.declare_exchange(self.dead_exchange)
         for channel in channels.ALL:
             queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
             await queue.bind(dead, routing_key=self.name(channel))
@@ -198,6 +200,29 @@ class RabbitBus(Bus[RabbitBroker]):
                 await self.broker.declare_exchange(self._broadcast_exchange(channel))
 
     # -- lifecycle ---------------------------------------------------------------
+
+    def broker_objects(self) -> dict[ObjectKind, list[str]]:
+        work = [c for c in channels.ALL if c.delivery is Delivery.WORK]
+        broadcast = [c for c in channels.ALL if c.delivery is Delivery.BROADCAST]
+        return {
+            "queue": [self._work_queue(c).name for c in work]
+            + [self.dead_letter_queue(c).name for c in channels.ALL],
+            "exchange": [self._broadcast_exchange(c).name for c in broadcast]
+            + [self.dead_exchange.name],
+        }
+
+    async def _drop(self) -> None:
+        connection = await self.broker.connect()
+        objects = self.broker_objects()
+        for kind in ("queue", "exchange"):
+            for name in objects[kind]:
+                # A failed delete (say, not found) closes its AMQP channel: one channel each.
+                with contextlib.suppress(Exception):
+                    async with connection.channel() as amqp:
+                        if kind == "queue":
+                            await amqp.queue_delete(name)
+                        else:
+                            await amqp.exchange_delete(name)
 
     def deliveries(self, msg: StreamMessage[Any]) -> int:
         # Quorum queues count deliveries in this header (absent on the first one).
