@@ -1,26 +1,20 @@
-"""What every backend provides, and the consume middleware they share."""
+"""What every backend provides: the bus a service holds, and the hooks a backend fills in."""
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, Literal, Protocol, TypeVar
 from uuid import uuid4
 
-from faststream import AckPolicy, BaseMiddleware, ContextRepo
-from faststream.exceptions import AckMessage
+from faststream import AckPolicy, ContextRepo
 from faststream.message import StreamMessage
-from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from msarch.bus.consume import consume_middleware
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
-
-log = logging.getLogger("msarch.bus")
 
 REASON_HEADER = "x-msarch-reason"
 CHANNEL_HEADER = "x-msarch-channel"
@@ -31,18 +25,6 @@ DEAD_SUFFIX = ".dead"
 ObjectKind = Literal["queue", "exchange", "stream"]
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-CONSUMED = Counter(
-    "msarch_messages_consumed_total", "Messages handled", ["service", "channel", "outcome"]
-)
-HANDLING = Histogram("msarch_message_handling_seconds", "Handler time", ["service", "channel"])
-
-# Looking a labelled child up costs as much as the rest of the metrics: once per label set.
-_consumed = functools.lru_cache(maxsize=256)(CONSUMED.labels)
-_handling = functools.lru_cache(maxsize=64)(HANDLING.labels)
-
-# Errors that no redelivery can fix: the message itself is wrong.
-_POISON = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
 
 
 class PublishError(RuntimeError):
@@ -84,6 +66,16 @@ class Bus(ABC, Generic[BrokerT]):
         self.prefix = settings.namespace
         self._connected = False
 
+    def _broker_options(self) -> dict[str, Any]:
+        """What every backend's FastStream broker is built with, besides its own."""
+        return {
+            "graceful_timeout": self.settings.graceful_timeout_s,
+            "logger": logging.getLogger(f"msarch.{self.service}.broker"),
+            # One line per message is DEBUG: at a million items a batch, INFO would drown.
+            "log_level": logging.DEBUG,
+            "middlewares": (consume_middleware(self),),
+        }
+
     def name(self, channel: Channel) -> str:
         """The channel's namespaced name: queue/exchange on RabbitMQ, subject on NATS."""
         return f"{self.prefix}{channel.name}"
@@ -96,16 +88,6 @@ class Bus(ABC, Generic[BrokerT]):
         """
         message: StreamMessage[Any] = self.broker.context.get_local("message")
         return message
-
-    def consume_middleware(self) -> Callable[..., "ConsumeMiddleware"]:
-        bus = self
-
-        def make(msg: Any, /, **kwargs: Any) -> ConsumeMiddleware:
-            middleware = ConsumeMiddleware(msg, **kwargs)
-            middleware.bus = bus
-            return middleware
-
-        return make
 
     def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
         """Register a handler for a channel; the message is acked only after it returns.
@@ -295,52 +277,3 @@ async def pipelined(
     if failures:
         raise PublishError(repr(failures[0])) from failures[0]
     return confirmed
-
-
-class ConsumeMiddleware(BaseMiddleware[Any, Any]):
-    """Counts and times every message; dead-letters poison with the reason.
-
-    (FastStream's Prometheus middleware does more, at a quarter of the store's
-    throughput; these two metrics are what an operator of this system reads.)
-    """
-
-    bus: Bus[Any]
-
-    async def consume_scope(
-        self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
-    ) -> Any:
-        channel = self.bus.channel_of(msg)
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            with self.bus.handling(msg):
-                result = await call_next(msg)
-            outcome = "ok"
-            return result
-        except _POISON as exc:
-            await self._dead_letter(msg, channel, f"invalid message: {_one_line(exc)}")
-            outcome = "dead-lettered"
-        except Exception as exc:
-            deliveries = self.bus.deliveries(msg)
-            if deliveries < self.bus.settings.delivery_limit:
-                raise  # nacked and redelivered
-            await self._dead_letter(
-                msg, channel, f"handler failed {deliveries} times, last error: {_one_line(exc)}"
-            )
-            outcome = "dead-lettered"
-        finally:
-            _consumed(self.bus.service, channel, outcome).inc()
-            _handling(self.bus.service, channel).observe(time.perf_counter() - started)
-        raise AckMessage
-
-    async def _dead_letter(self, msg: StreamMessage[Any], channel_name: str, reason: str) -> None:
-        log.warning(
-            "dead-lettering message",
-            extra={"message_id": msg.message_id, "channel": channel_name, "reason": reason},
-        )
-        headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str | int | float)}
-        await self.bus.dead_letter(channel_name, msg.body, headers, reason)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:1000] or type(exc).__name__

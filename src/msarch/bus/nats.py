@@ -67,12 +67,9 @@ class NatsBus(Bus[NatsBroker]):
         super().__init__(settings, service=service)
         self.broker = NatsBroker(
             settings.broker_url,
-            graceful_timeout=settings.graceful_timeout_s,
             max_reconnect_attempts=-1,  # keep trying: an outage delays, it does not kill
             reconnect_time_wait=1,
-            logger=logging.getLogger(f"msarch.{service}.broker"),
-            log_level=logging.DEBUG,
-            middlewares=(self.consume_middleware(),),
+            **self._broker_options(),
         )
         self.work = self._file_stream(
             "work",

@@ -10,7 +10,6 @@
 """
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -43,7 +42,6 @@ class RabbitBus(Bus[RabbitBroker]):
         super().__init__(settings, service=service)
         self.broker = RabbitBroker(
             settings.broker_url,
-            graceful_timeout=settings.graceful_timeout_s,
             fail_fast=True,
             reconnect_interval=1.0,
             default_channel=AmqpChannel(
@@ -52,10 +50,7 @@ class RabbitBus(Bus[RabbitBroker]):
                 on_return_raises=True,
             ),
             app_id=service,
-            logger=logging.getLogger(f"msarch.{service}.broker"),
-            # One line per message is DEBUG: at a million items a batch, INFO would drown.
-            log_level=logging.DEBUG,
-            middlewares=(self.consume_middleware(),),
+            **self._broker_options(),
         )
         self.dead_exchange = RabbitExchange(
             f"{self.prefix}msarch.dead", type=ExchangeType.DIRECT, durable=True
