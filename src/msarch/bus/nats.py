@@ -259,6 +259,8 @@ class NatsBus(Bus[NatsBroker]):
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
 
+    # -- declaring and dropping --------------------------------------------------
+
     async def _declare(self) -> None:
         js = await self._jetstream()
         for stream in (self.work, self.broadcast, self.dead):

@@ -184,6 +184,16 @@ class RabbitBus(Bus[RabbitBroker]):
             timeout=self.settings.upstream_timeout_s,
         )
 
+    async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
+        queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
+        while (message := await queue.get(fail=False, timeout=5)) is not None:
+            headers = message.headers or {}
+            reason = str(headers.get(REASON_HEADER) or _death_reason(headers))
+            await message.ack()
+            yield message.body, reason
+
+    # -- declaring and dropping --------------------------------------------------
+
     async def _declare(self) -> None:
         dead = await self.broker.declare_exchange(self.dead_exchange)
         for channel in channels.ALL:
@@ -193,8 +203,6 @@ class RabbitBus(Bus[RabbitBroker]):
                 await self.broker.declare_queue(self._work_queue(channel))
             else:
                 await self.broker.declare_exchange(self._broadcast_exchange(channel))
-
-    # -- lifecycle ---------------------------------------------------------------
 
     def broker_objects(self) -> dict[ObjectKind, list[str]]:
         work = [c for c in channels.ALL if c.delivery is Delivery.WORK]
@@ -219,6 +227,8 @@ class RabbitBus(Bus[RabbitBroker]):
                         else:
                             await amqp.exchange_delete(name)
 
+    # -- messages ----------------------------------------------------------------
+
     def deliveries(self, msg: StreamMessage[Any]) -> int:
         # Quorum queues count deliveries in this header (absent on the first one).
         return int((msg.headers or {}).get("x-delivery-count", 0)) + 1
@@ -226,14 +236,6 @@ class RabbitBus(Bus[RabbitBroker]):
     def channel_of(self, msg: StreamMessage[Any]) -> str:
         raw = msg.raw_message
         return str(raw.exchange or raw.routing_key or "")
-
-    async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
-        queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
-        while (message := await queue.get(fail=False, timeout=5)) is not None:
-            headers = message.headers or {}
-            reason = str(headers.get(REASON_HEADER) or _death_reason(headers))
-            await message.ack()
-            yield message.body, reason
 
 
 def _death_reason(headers: dict[str, Any]) -> str:
