@@ -36,7 +36,7 @@ class Runtime:
 
     name: str
     settings: Settings
-    bus: Bus
+    bus: Bus[Any]
     store: Store
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)

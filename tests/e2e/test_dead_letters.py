@@ -1,6 +1,7 @@
 """Poison messages go to the dead-letter queue with the reason; the service keeps serving."""
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def _dead_letters(
-    bus: Bus, channel: channels.Channel, expected: int
+    bus: Bus[Any], channel: channels.Channel, expected: int
 ) -> list[tuple[bytes, str]]:
     found: list[tuple[bytes, str]] = []
 

@@ -25,7 +25,7 @@ POISON = {
 
 
 async def _drain_dead_letters(
-    bus: Bus, channel: channels.Channel, expected: int
+    bus: Bus[Any], channel: channels.Channel, expected: int
 ) -> list[tuple[bytes, str]]:
     found: list[tuple[bytes, str]] = []
 

@@ -3,6 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -20,7 +21,7 @@ from tests.unit.conftest import RuntimeFactory
 class BatchReplies:
     """The batch service's subscriber on a TestRabbitBroker, and its Waiters."""
 
-    bus: Bus
+    bus: Bus[Any]
     broker: RabbitBroker
     waiters: Waiters
 

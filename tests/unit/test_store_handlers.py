@@ -123,10 +123,9 @@ async def harness(make_runtime: RuntimeFactory) -> AsyncIterator[StoreHarness]:
 
     bus.broker.subscriber(forward_queue, forward_exchange)(forwarded)
 
-    dead_exchange = RabbitExchange(f"{bus.prefix}msarch.dead", type=ExchangeType.DIRECT)
     for channel in (channels.EVENT, channels.BATCH):
         box.dead[channel.name] = []
-        bus.broker.subscriber(bus.dead_letter_queue(channel), dead_exchange)(
+        bus.broker.subscriber(bus.dead_letter_queue(channel), bus.dead_exchange)(
             _catch(box.dead[channel.name])
         )
 

@@ -1,15 +1,11 @@
 """Test isolation on shared servers: a private namespace, free ports, and cleanup of only ours."""
 
-import contextlib
 import os
 from uuid import uuid4
 
-import aio_pika
-import nats
 import redis.asyncio as aioredis
-from nats.js.errors import NotFoundError
 
-from msarch import channels
+from msarch.bus import create_bus
 from msarch.embedded import free_port
 from msarch.settings import SERVICES, Settings
 
@@ -62,33 +58,14 @@ async def delete_namespace(namespace: str) -> None:
             await client.unlink(*batch)
     finally:
         await client.aclose()
-    await _delete_rabbit(namespace)
-    await _delete_nats(namespace)
+    await _drop_broker_objects(namespace)
 
 
-async def _delete_rabbit(namespace: str) -> None:
-    connection = await aio_pika.connect(RABBIT_URL)
-    async with connection:
-        for channel in channels.ALL:
-            name = f"{namespace}{channel.name}"
-            for queue in (name, f"{name}.dead"):
-                with contextlib.suppress(Exception):
-                    amqp = await connection.channel()
-                    await amqp.queue_delete(queue)
-            with contextlib.suppress(Exception):
-                amqp = await connection.channel()
-                await amqp.exchange_delete(name)
-        with contextlib.suppress(Exception):
-            amqp = await connection.channel()
-            await amqp.exchange_delete(f"{namespace}msarch.dead")
-
-
-async def _delete_nats(namespace: str) -> None:
-    connection = await nats.connect(NATS_URL)
-    try:
-        js = connection.jetstream()
-        for kind in ("work", "broadcast", "dead"):
-            with contextlib.suppress(NotFoundError):
-                await js.delete_stream(f"{namespace}msarch-{kind}")
-    finally:
-        await connection.close()
+async def _drop_broker_objects(namespace: str) -> None:
+    # The bus names its queues, exchanges and streams: it deletes them too.
+    for url in BROKERS.values():
+        bus = create_bus(Settings(namespace=namespace, broker_url=url), service="cleanup")
+        try:
+            await bus.drop_namespace()
+        finally:
+            await bus.stop()

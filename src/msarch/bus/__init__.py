@@ -15,6 +15,8 @@ The same rules on both backends:
   the reason in the `x-msarch-reason` header: never dropped silently.
 """
 
+from typing import Any
+
 from msarch.bus.base import (
     CHANNEL_HEADER,
     EVENT_ID_HEADER,
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-def create_bus(settings: Settings, *, service: str) -> Bus:
+def create_bus(settings: Settings, *, service: str) -> Bus[Any]:
     """The bus for MSARCH_BROKER_URL."""
     scheme = settings.broker_url.split("://", 1)[0].lower()
     if scheme in ("amqp", "amqps"):

@@ -1,26 +1,20 @@
-"""What every backend provides, and the consume middleware they share."""
+"""What every backend provides: the bus a service holds, and the hooks a backend fills in."""
 
 import asyncio
 import contextlib
-import functools
-import json
 import logging
-import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from uuid import uuid4
 
-from faststream._internal.middlewares import BaseMiddleware
-from faststream.exceptions import AckMessage
+from faststream import AckPolicy, ContextRepo
 from faststream.message import StreamMessage
-from prometheus_client import Counter, Histogram
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from msarch.bus.consume import consume_middleware
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
-
-log = logging.getLogger("msarch.bus")
 
 REASON_HEADER = "x-msarch-reason"
 CHANNEL_HEADER = "x-msarch-channel"
@@ -28,29 +22,41 @@ EVENT_ID_HEADER = "x-msarch-event-id"
 """The position in the event log of the fact a message announces."""
 DEAD_SUFFIX = ".dead"
 
+ObjectKind = Literal["queue", "exchange", "stream"]
+
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-CONSUMED = Counter(
-    "msarch_messages_consumed_total", "Messages handled", ["service", "channel", "outcome"]
-)
-HANDLING = Histogram("msarch_message_handling_seconds", "Handler time", ["service", "channel"])
-
-# Looking a labelled child up costs as much as the rest of the metrics: once per label set.
-_consumed = functools.lru_cache(maxsize=256)(CONSUMED.labels)
-_handling = functools.lru_cache(maxsize=64)(HANDLING.labels)
-
-# Errors that no redelivery can fix: the message itself is wrong.
-_POISON = (ValidationError, json.JSONDecodeError, UnicodeDecodeError)
 
 
 class PublishError(RuntimeError):
     """The broker did not confirm a message: it is not safe to report success."""
 
 
-class Bus(ABC):
+class Broker(Protocol):
+    """What the bus asks of a FastStream broker (RabbitBroker, NatsBroker): public API only."""
+
+    @property
+    def context(self) -> ContextRepo: ...
+
+    async def connect(self) -> Any: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def ping(self, timeout: float | None) -> bool: ...  # noqa: ASYNC109 (FastStream's)
+
+    def subscriber(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    async def publish(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+BrokerT = TypeVar("BrokerT", bound=Broker)
+
+
+class Bus(ABC, Generic[BrokerT]):
     """The broker behind the channels, as one object a service holds."""
 
-    broker: Any
+    broker: BrokerT
     """The FastStream broker (for FastStream's TestBroker in unit tests)."""
 
     def __init__(self, settings: Settings, *, service: str) -> None:
@@ -58,6 +64,17 @@ class Bus(ABC):
         self.service = service
         self.instance = f"{service}-{uuid4().hex[:8]}"
         self.prefix = settings.namespace
+        self._connected = False
+
+    def _broker_options(self) -> dict[str, Any]:
+        """What every backend's FastStream broker is built with, besides its own."""
+        return {
+            "graceful_timeout": self.settings.graceful_timeout_s,
+            "logger": logging.getLogger(f"msarch.{self.service}.broker"),
+            # One line per message is DEBUG: at a million items a batch, INFO would drown.
+            "log_level": logging.DEBUG,
+            "middlewares": (consume_middleware(self),),
+        }
 
     def name(self, channel: Channel) -> str:
         """The channel's namespaced name: queue/exchange on RabbitMQ, subject on NATS."""
@@ -72,21 +89,26 @@ class Bus(ABC):
         message: StreamMessage[Any] = self.broker.context.get_local("message")
         return message
 
-    def consume_middleware(self) -> Callable[..., "ConsumeMiddleware"]:
-        bus = self
-
-        def make(msg: Any, /, **kwargs: Any) -> ConsumeMiddleware:
-            middleware = ConsumeMiddleware(msg, **kwargs)
-            middleware.bus = bus
-            return middleware
-
-        return make
-
-    @abstractmethod
     def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
-        """Register a handler for a channel; the message is acked after it returns."""
+        """Register a handler for a channel; the message is acked only after it returns.
+
+        A handler that raises nacks its message (redelivered, then dead-lettered by
+        the consume middleware); what a handler returns is sent nowhere.
+        """
+        subscribe = self.broker.subscriber(
+            **self._subscription(channel), ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True
+        )
+
+        def register(handler: Handler) -> Handler:
+            subscribe(handler)
+            return handler  # the plain function, not FastStream's wrapper: services call it
+
+        return register
 
     @abstractmethod
+    def _subscription(self, channel: Channel) -> dict[str, Any]:
+        """Where and how a channel is consumed: the backend's `broker.subscriber` arguments."""
+
     async def publish(
         self,
         channel: Channel,
@@ -99,6 +121,22 @@ class Bus(ABC):
     ) -> None:
         """Publish and wait for the broker's confirmation (at most timeout_s, default
         MSARCH_UPSTREAM_TIMEOUT_S); PublishError otherwise."""
+        try:
+            await self.broker.publish(
+                message,
+                correlation_id=correlation_id,
+                timeout=timeout_s or self.settings.upstream_timeout_s,
+                **self._publication(channel, message_id, headers),
+            )
+        except Exception as exc:
+            raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+
+    @abstractmethod
+    def _publication(
+        self, channel: Channel, message_id: str | None, headers: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Where a message on a channel goes and what it carries: the backend's
+        `broker.publish` arguments besides the message, correlation id and timeout."""
 
     async def publish_stream(
         self,
@@ -142,15 +180,50 @@ class Bus(ABC):
     def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
         """Take the messages out of `<channel>.dead`: yields (body, reason)."""
 
-    @abstractmethod
     async def connect(self) -> None:
         """Connect and declare every channel, without consuming."""
+        await self.broker.connect()
+        self._connected = True
+        await self._declare()
+
+    @abstractmethod
+    async def _declare(self) -> None:
+        """Declare every channel's broker objects, producers and consumers alike.
+
+        A producer declares too, so that a message published before its consumer
+        ever started waits for it instead of being unroutable.
+        """
+
+    @abstractmethod
+    def broker_objects(self) -> dict[ObjectKind, list[str]]:
+        """The name of every queue, exchange or stream this bus declares, by kind:
+        the one place they are worked out (instance queues aside: they go with
+        their instance)."""
+
+    async def drop_namespace(self) -> None:
+        """Delete this namespace's broker objects and what they hold (connects
+        without declaring; stop() after): how tests and stacks sharing one broker
+        clean up. Never the un-namespaced objects of a production stack."""
+        if not self.prefix:
+            raise ValueError("drop_namespace: MSARCH_NAMESPACE is empty, nothing of ours to drop")
+        await self._drop()
+
+    @abstractmethod
+    async def _drop(self) -> None:
+        """Delete every object of broker_objects() that exists."""
+
+    def _require_connected(self) -> None:
+        """Before using the driver's connection: after stop() it is gone, and
+        `broker.connect()` would silently open a new one."""
+        if not self._connected:
+            raise PublishError("broker is not connected")
 
     async def start(self) -> None:
         await self.connect()
         await self.broker.start()
 
     async def stop(self) -> None:
+        self._connected = False
         await self.broker.stop()
 
     async def ping(self) -> bool:
@@ -204,52 +277,3 @@ async def pipelined(
     if failures:
         raise PublishError(repr(failures[0])) from failures[0]
     return confirmed
-
-
-class ConsumeMiddleware(BaseMiddleware[Any, Any]):
-    """Counts and times every message; dead-letters poison with the reason.
-
-    (FastStream's Prometheus middleware does more, at a quarter of the store's
-    throughput; these two metrics are what an operator of this system reads.)
-    """
-
-    bus: Bus
-
-    async def consume_scope(
-        self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
-    ) -> Any:
-        channel = self.bus.channel_of(msg)
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            with self.bus.handling(msg):
-                result = await call_next(msg)
-            outcome = "ok"
-            return result
-        except _POISON as exc:
-            await self._dead_letter(msg, channel, f"invalid message: {_one_line(exc)}")
-            outcome = "dead-lettered"
-        except Exception as exc:
-            deliveries = self.bus.deliveries(msg)
-            if deliveries < self.bus.settings.delivery_limit:
-                raise  # nacked and redelivered
-            await self._dead_letter(
-                msg, channel, f"handler failed {deliveries} times, last error: {_one_line(exc)}"
-            )
-            outcome = "dead-lettered"
-        finally:
-            _consumed(self.bus.service, channel, outcome).inc()
-            _handling(self.bus.service, channel).observe(time.perf_counter() - started)
-        raise AckMessage
-
-    async def _dead_letter(self, msg: StreamMessage[Any], channel_name: str, reason: str) -> None:
-        log.warning(
-            "dead-lettering message",
-            extra={"message_id": msg.message_id, "channel": channel_name, "reason": reason},
-        )
-        headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str | int | float)}
-        await self.bus.dead_letter(channel_name, msg.body, headers, reason)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:1000] or type(exc).__name__

@@ -27,7 +27,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
 from nats.js.api import (
@@ -41,8 +40,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
-from pydantic import BaseModel
+from nats.js.errors import BadRequestError, NotFoundError
 
 from msarch import channels
 from msarch.bus.base import (
@@ -50,8 +48,7 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
-    Handler,
-    PublishError,
+    ObjectKind,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -65,50 +62,55 @@ ACK_WAIT_S = 6.0
 """How soon the messages of a consumer that died are redelivered."""
 
 
-class NatsBus(Bus):
+class NatsBus(Bus[NatsBroker]):
     def __init__(self, settings: Settings, *, service: str) -> None:
         super().__init__(settings, service=service)
         self.broker = NatsBroker(
             settings.broker_url,
-            graceful_timeout=settings.graceful_timeout_s,
             max_reconnect_attempts=-1,  # keep trying: an outage delays, it does not kill
             reconnect_time_wait=1,
-            logger=logging.getLogger(f"msarch.{service}.broker"),
-            log_level=logging.DEBUG,
-            middlewares=(self.consume_middleware(),),
+            **self._broker_options(),
         )
-        stream = self._stream_name
-        self.work = JStream(
-            stream("work"),
-            subjects=[self.name(c) for c in channels.ALL if c.delivery is Delivery.WORK],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
+        self.work = self._file_stream(
+            "work",
+            [self.name(c) for c in channels.ALL if c.delivery is Delivery.WORK],
+            RetentionPolicy.WORK_QUEUE,
             duplicate_window=DUPLICATE_WINDOW_S,
-            declare=False,
         )
-        self.broadcast = JStream(
-            stream("broadcast"),
-            subjects=[self.name(c) for c in channels.ALL if c.delivery is Delivery.BROADCAST],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
+        self.broadcast = self._file_stream(
+            "broadcast",
+            [self.name(c) for c in channels.ALL if c.delivery is Delivery.BROADCAST],
+            RetentionPolicy.LIMITS,
             max_age=BROADCAST_MAX_AGE_S,
             duplicate_window=DUPLICATE_WINDOW_S,
-            declare=False,
         )
-        self.dead = JStream(
-            stream("dead"),
-            subjects=[self.name(c) + DEAD_SUFFIX for c in channels.ALL],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            declare=False,
+        self.dead = self._file_stream(
+            "dead", [self.name(c) + DEAD_SUFFIX for c in channels.ALL], RetentionPolicy.WORK_QUEUE
         )
         self._handling: dict[int, Any] = {}
         """The raw messages being handled, by id() (they are not hashable)."""
         self._keeper: asyncio.Task[None] | None = None
 
-    def _stream_name(self, kind: str) -> str:
-        # Stream names may not contain '.', '*', '>' or whitespace.
-        return f"{self.prefix}msarch-{kind}".replace(".", "_")
+    def _file_stream(
+        self,
+        kind: str,
+        subjects: list[str],
+        retention: RetentionPolicy,
+        *,
+        max_age: float | None = None,
+        duplicate_window: float = 0,
+    ) -> JStream:
+        """A file-backed stream, declared by connect() (so declare=False for FastStream)."""
+        return JStream(
+            # Stream names may not contain '.', '*', '>' or whitespace.
+            f"{self.prefix}msarch-{kind}".replace(".", "_"),
+            subjects=subjects,
+            retention=retention,
+            storage=StorageType.FILE,
+            max_age=max_age,
+            duplicate_window=duplicate_window,
+            declare=False,
+        )
 
     def _durable(self, channel: Channel, suffix: str = "") -> str:
         return f"{self.prefix}{channel.name}{suffix}".replace(".", "_")
@@ -118,38 +120,27 @@ class NatsBus(Bus):
 
     # -- consuming ---------------------------------------------------------------
 
-    def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
+    def _subscription(self, channel: Channel) -> dict[str, Any]:
         if channel.delivery is Delivery.WORK:
-            sub = self.broker.subscriber(
-                self.name(channel),
-                stream=self.work,
-                durable=self._durable(channel),
+            return {
+                "subject": self.name(channel),
+                "stream": self.work,
+                "durable": self._durable(channel),
                 # Each fetched batch is handled concurrently (the store coalesces it into
                 # one Redis pipeline) and acked before the next fetch.
-                pull_sub=PullSub(batch_size=self.settings.prefetch, timeout=5.0),
-                config=ConsumerConfig(
+                "pull_sub": PullSub(batch_size=self.settings.prefetch, timeout=5.0),
+                "config": ConsumerConfig(
                     ack_policy=JsAckPolicy.EXPLICIT,
                     ack_wait=ACK_WAIT_S,
                     max_deliver=self.settings.delivery_limit,
                     max_ack_pending=self.settings.prefetch * 4,
                 ),
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-        else:
-            sub = self.broker.subscriber(
-                self.name(channel),
-                stream=self.broadcast,
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-
-        def register(handler: Handler) -> Handler:
-            sub(handler)
-            return handler
-
-        return register
+            }
+        return {
+            "subject": self.name(channel),
+            "stream": self.broadcast,
+            "deliver_policy": DeliverPolicy.NEW,
+        }
 
     @contextlib.contextmanager
     def handling(self, msg: StreamMessage[Any]) -> Iterator[None]:
@@ -176,35 +167,22 @@ class NatsBus(Bus):
 
     # -- publishing --------------------------------------------------------------
 
-    async def publish(
-        self,
-        channel: Channel,
-        message: BaseModel,
-        *,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        timeout_s: float | None = None,
-    ) -> None:
+    def _publication(
+        self, channel: Channel, message_id: str | None, headers: dict[str, Any] | None
+    ) -> dict[str, Any]:
         all_headers = {k: str(v) for k, v in (headers or {}).items()}
         if message_id:
             all_headers[MSG_ID] = message_id
-        try:
-            await self.broker.publish(
-                message,
-                self.name(channel),
-                stream=self._stream_of(channel).name,
-                headers=all_headers,
-                correlation_id=correlation_id,
-                timeout=timeout_s or self.settings.upstream_timeout_s,
-            )
-        except Exception as exc:
-            raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+        return {
+            "subject": self.name(channel),
+            "stream": self._stream_of(channel).name,
+            "headers": all_headers,
+        }
 
     async def _confirmed_sender(
         self, channel: Channel, correlation_id: str | None
     ) -> Callable[[str, bytes], Awaitable[None]]:
-        js = self._jetstream()
+        js = await self._jetstream()
         subject, stream = self.name(channel), self.work.name
         base = {"content-type": "application/json"}
         if correlation_id:
@@ -222,16 +200,16 @@ class NatsBus(Bus):
         return send
 
     async def publish_raw(self, channel: Channel, body: bytes) -> None:
-        await self._jetstream().publish(
-            self.name(channel), body, stream=self._stream_of(channel).name
-        )
+        js = await self._jetstream()
+        await js.publish(self.name(channel), body, stream=self._stream_of(channel).name)
 
     # -- dead letters ------------------------------------------------------------
 
     async def dead_letter(
         self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
     ) -> None:
-        await self._jetstream().publish(
+        js = await self._jetstream()
+        await js.publish(
             channel_name + DEAD_SUFFIX,
             body,
             stream=self.dead.name,
@@ -244,7 +222,8 @@ class NatsBus(Bus):
         )
 
     async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
-        subscription = await self._jetstream().pull_subscribe(
+        js = await self._jetstream()
+        subscription = await js.pull_subscribe(
             self.name(channel) + DEAD_SUFFIX,
             durable=self._durable(channel, "-dead"),
             stream=self.dead.name,
@@ -264,12 +243,11 @@ class NatsBus(Bus):
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def _jetstream(self) -> JetStreamContext:
-        connection = self.broker._connection  # the bus owns the broker
-        if connection is None:
-            raise PublishError("broker is not connected")
-        js: JetStreamContext = connection.jetstream()
-        return js
+    async def _jetstream(self) -> JetStreamContext:
+        """nats-py's JetStream API: for raw bytes, dead letters, streams and pipelined PubAcks."""
+        self._require_connected()
+        client = await self.broker.connect()  # public: returns the open connection
+        return client.jetstream()
 
     async def start(self) -> None:
         await super().start()
@@ -281,11 +259,22 @@ class NatsBus(Bus):
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
 
-    async def connect(self) -> None:
-        await self.broker.connect()
-        js = self._jetstream()
+    # -- declaring and dropping --------------------------------------------------
+
+    async def _declare(self) -> None:
+        js = await self._jetstream()
         for stream in (self.work, self.broadcast, self.dead):
             await _declare_stream(js, replace(stream.config, subjects=list(stream.subjects)))
+
+    def broker_objects(self) -> dict[ObjectKind, list[str]]:
+        # The durable consumers live in their stream and go with it.
+        return {"stream": [s.name for s in (self.work, self.broadcast, self.dead)]}
+
+    async def _drop(self) -> None:
+        js = (await self.broker.connect()).jetstream()
+        for name in self.broker_objects()["stream"]:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(name)
 
 
 async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:

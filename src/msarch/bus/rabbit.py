@@ -9,13 +9,12 @@
   an unroutable work message raises instead of vanishing.
 """
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
-from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.rabbit import Channel as AmqpChannel
 from faststream.rabbit import (
@@ -25,7 +24,6 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
-from pydantic import BaseModel
 
 from msarch import channels
 from msarch.bus.base import (
@@ -33,19 +31,17 @@ from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
     Bus,
-    Handler,
-    PublishError,
+    ObjectKind,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
 
 
-class RabbitBus(Bus):
+class RabbitBus(Bus[RabbitBroker]):
     def __init__(self, settings: Settings, *, service: str) -> None:
         super().__init__(settings, service=service)
         self.broker = RabbitBroker(
             settings.broker_url,
-            graceful_timeout=settings.graceful_timeout_s,
             fail_fast=True,
             reconnect_interval=1.0,
             default_channel=AmqpChannel(
@@ -54,12 +50,9 @@ class RabbitBus(Bus):
                 on_return_raises=True,
             ),
             app_id=service,
-            logger=logging.getLogger(f"msarch.{service}.broker"),
-            # One line per message is DEBUG: at a million items a batch, INFO would drown.
-            log_level=logging.DEBUG,
-            middlewares=(self.consume_middleware(),),
+            **self._broker_options(),
         )
-        self._dead_exchange = RabbitExchange(
+        self.dead_exchange = RabbitExchange(
             f"{self.prefix}msarch.dead", type=ExchangeType.DIRECT, durable=True
         )
         self._stream_channel: AbstractRobustChannel | None = None
@@ -83,7 +76,7 @@ class RabbitBus(Bus):
             durable=True,
             arguments={
                 "x-delivery-limit": self.settings.delivery_limit,
-                "x-dead-letter-exchange": self._dead_exchange.name,
+                "x-dead-letter-exchange": self.dead_exchange.name,
                 "x-dead-letter-routing-key": name,
                 "x-dead-letter-strategy": "at-least-once",
                 "x-overflow": "reject-publish",
@@ -101,65 +94,38 @@ class RabbitBus(Bus):
             exclusive=True,
             auto_delete=True,
             arguments={
-                "x-dead-letter-exchange": self._dead_exchange.name,
+                "x-dead-letter-exchange": self.dead_exchange.name,
                 "x-dead-letter-routing-key": self.name(channel),
             },
         )
 
     # -- consuming ---------------------------------------------------------------
 
-    def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
-        """Register a handler for a channel; it is acked only after it returns."""
+    def _subscription(self, channel: Channel) -> dict[str, Any]:
         if channel.delivery is Delivery.WORK:
-            sub = self.broker.subscriber(
-                self._work_queue(channel),
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-        else:
-            sub = self.broker.subscriber(
-                self._instance_queue(channel),
-                self._broadcast_exchange(channel),
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                no_reply=True,
-            )
-
-        def register(handler: Handler) -> Handler:
-            sub(handler)
-            return handler
-
-        return register
+            return {"queue": self._work_queue(channel)}
+        return {
+            "queue": self._instance_queue(channel),
+            "exchange": self._broadcast_exchange(channel),
+        }
 
     # -- publishing --------------------------------------------------------------
 
-    async def publish(
-        self,
-        channel: Channel,
-        message: BaseModel,
-        *,
-        message_id: str | None = None,
-        correlation_id: str | None = None,
-        headers: dict[str, Any] | None = None,
-        timeout_s: float | None = None,
-    ) -> None:
-        """Publish and wait for the broker's confirm; raises PublishError otherwise."""
+    def _publication(
+        self, channel: Channel, message_id: str | None, headers: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        return {
+            **self._destination(channel),
+            "persist": True,
+            "message_id": message_id,
+            "headers": headers,
+        }
+
+    def _destination(self, channel: Channel) -> dict[str, Any]:
         if channel.delivery is Delivery.WORK:
-            destination: dict[str, Any] = {"queue": self.name(channel), "mandatory": True}
-        else:
-            # A broadcast with no listener is not an error: nobody is connected.
-            destination = {"exchange": self._broadcast_exchange(channel), "mandatory": False}
-        try:
-            await self.broker.publish(
-                message,
-                persist=True,
-                message_id=message_id,
-                correlation_id=correlation_id,
-                headers=headers,
-                timeout=timeout_s or self.settings.upstream_timeout_s,
-                **destination,
-            )
-        except Exception as exc:
-            raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+            return {"queue": self.name(channel), "mandatory": True}
+        # A broadcast with no listener is not an error: nobody is connected.
+        return {"exchange": self._broadcast_exchange(channel), "mandatory": False}
 
     async def _confirmed_sender(
         self, channel: Channel, correlation_id: str | None
@@ -185,22 +151,18 @@ class RabbitBus(Bus):
         return send
 
     async def publish_raw(self, channel: Channel, body: bytes) -> None:
-        if channel.delivery is Delivery.WORK:
-            await self.broker.publish(body, queue=self.name(channel), persist=True)
-        else:
-            await self.broker.publish(
-                body, exchange=self._broadcast_exchange(channel), persist=True, mandatory=False
-            )
+        await self.broker.publish(body, persist=True, **self._destination(channel))
 
     async def _default_exchange(self) -> AbstractExchange:
         channel: AbstractRobustChannel = await self._publish_channel()
         return channel.default_exchange
 
     async def _publish_channel(self) -> AbstractRobustChannel:
+        """A channel of our own on aio-pika's connection: FastStream awaits each
+        confirm in turn, publish_stream keeps many outstanding."""
         if self._stream_channel is None:
-            connection = self.broker._connection  # the bus owns the broker
-            if connection is None:
-                raise PublishError("broker is not connected")
+            self._require_connected()
+            connection = await self.broker.connect()  # public: returns the open connection
             self._stream_channel = await connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
@@ -214,42 +176,13 @@ class RabbitBus(Bus):
         """Route a message that cannot be processed to `<channel>.dead` with the reason."""
         await self.broker.publish(
             body,
-            exchange=self._dead_exchange,
+            exchange=self.dead_exchange,
             routing_key=channel_name,
             persist=True,
             mandatory=True,
             headers={**headers, REASON_HEADER: reason[:2000], CHANNEL_HEADER: channel_name},
             timeout=self.settings.upstream_timeout_s,
         )
-
-    async def declare(self, channels: Iterable[Channel]) -> None:
-        """Declare every channel and its dead-letter queue, producers and consumers alike.
-
-        A producer declares too, so that a message published before its consumer
-        ever started waits in the queue instead of being unroutable.
-        """
-        dead = await self.broker.declare_exchange(self._dead_exchange)
-        for channel in channels:
-            queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
-            await queue.bind(dead, routing_key=self.name(channel))
-            if channel.delivery is Delivery.WORK:
-                await self.broker.declare_queue(self._work_queue(channel))
-            else:
-                await self.broker.declare_exchange(self._broadcast_exchange(channel))
-
-    # -- lifecycle ---------------------------------------------------------------
-
-    async def connect(self) -> None:
-        await self.broker.connect()
-        await self.declare(channels.ALL)
-
-    def deliveries(self, msg: StreamMessage[Any]) -> int:
-        # Quorum queues count deliveries in this header (absent on the first one).
-        return int((msg.headers or {}).get("x-delivery-count", 0)) + 1
-
-    def channel_of(self, msg: StreamMessage[Any]) -> str:
-        raw = msg.raw_message
-        return str(raw.exchange or raw.routing_key or "")
 
     async def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
         queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
@@ -258,6 +191,51 @@ class RabbitBus(Bus):
             reason = str(headers.get(REASON_HEADER) or _death_reason(headers))
             await message.ack()
             yield message.body, reason
+
+    # -- declaring and dropping --------------------------------------------------
+
+    async def _declare(self) -> None:
+        dead = await self.broker.declare_exchange(self.dead_exchange)
+        for channel in channels.ALL:
+            queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
+            await queue.bind(dead, routing_key=self.name(channel))
+            if channel.delivery is Delivery.WORK:
+                await self.broker.declare_queue(self._work_queue(channel))
+            else:
+                await self.broker.declare_exchange(self._broadcast_exchange(channel))
+
+    def broker_objects(self) -> dict[ObjectKind, list[str]]:
+        work = [c for c in channels.ALL if c.delivery is Delivery.WORK]
+        broadcast = [c for c in channels.ALL if c.delivery is Delivery.BROADCAST]
+        return {
+            "queue": [self._work_queue(c).name for c in work]
+            + [self.dead_letter_queue(c).name for c in channels.ALL],
+            "exchange": [self._broadcast_exchange(c).name for c in broadcast]
+            + [self.dead_exchange.name],
+        }
+
+    async def _drop(self) -> None:
+        connection = await self.broker.connect()
+        objects = self.broker_objects()
+        for kind in ("queue", "exchange"):
+            for name in objects[kind]:
+                # A failed delete (say, not found) closes its AMQP channel: one channel each.
+                with contextlib.suppress(Exception):
+                    async with connection.channel() as amqp:
+                        if kind == "queue":
+                            await amqp.queue_delete(name)
+                        else:
+                            await amqp.exchange_delete(name)
+
+    # -- messages ----------------------------------------------------------------
+
+    def deliveries(self, msg: StreamMessage[Any]) -> int:
+        # Quorum queues count deliveries in this header (absent on the first one).
+        return int((msg.headers or {}).get("x-delivery-count", 0)) + 1
+
+    def channel_of(self, msg: StreamMessage[Any]) -> str:
+        raw = msg.raw_message
+        return str(raw.exchange or raw.routing_key or "")
 
 
 def _death_reason(headers: dict[str, Any]) -> str:
