@@ -182,7 +182,9 @@ class NatsBus(Bus[NatsBroker]):
         }
 
     def _publisher_destination(self, channel: Channel) -> dict[str, Any]:
-        return {"subject": self.name(channel), "stream": self._stream_of(channel).name}
+        # The JStream itself, not its name: FastStream would declare a stream it is
+        # given by name, with its own defaults (connect() declares ours).
+        return {"subject": self.name(channel), "stream": self._stream_of(channel)}
 
     async def _confirmed_sender(
         self, channel: Channel, correlation_id: str | None
