@@ -1,9 +1,9 @@
-"""The batch service consumes `batch_reply` and wakes the request that waits for it."""
+"""The batch service publishes `batch` and consumes `batch_reply`, waking the request that waits."""
 
 from apps.batch.waiters import Waiters
 from msarch import channels
 from msarch.messages import BatchReply
-from msarch.service import Runtime
+from msarch.service import Messaging, Runtime
 
 
 def subscribe(runtime: Runtime) -> None:
@@ -12,3 +12,8 @@ def subscribe(runtime: Runtime) -> None:
     @runtime.bus.subscriber(channels.BATCH_REPLY)
     async def on_batch_reply(reply: BatchReply) -> None:
         waiters.resolve(reply)
+
+
+MESSAGING = Messaging(
+    "batch", publishes=(channels.BATCH,), subscribe=subscribe, dependencies=(Waiters,)
+)

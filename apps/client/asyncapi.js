@@ -71,23 +71,24 @@ function render(doc) {
   $("doc-title").textContent = `${doc.info.title} ${doc.info.version} · AsyncAPI ${doc.asyncapi}`;
   $("doc-description").textContent = doc.info.description || "";
   for (const [name, server] of Object.entries(doc.servers || {})) {
-    $("servers").append(row(name, server.protocol, el("code", server.host), server.description));
+    $("servers").append(row(name, server.protocol, el("code", server.host), server.description || ""));
   }
   const operations = Object.values(doc.operations || {});
   for (const [name, channel] of Object.entries(doc.channels)) {
     const using = (action) => operations
       .filter((op) => op.action === action && refName(op.channel.$ref) === name)
       .flatMap((op) => (op.tags || []).map((tag) => tag.name));
-    const tr = row(el("code", channel.address), Object.keys(channel.messages).join(", "),
-      tags(using("send"), "send"), tags(using("receive"), "receive"), channel.description);
+    // A fanout exchange routes by no address: the channel's name says where it is.
+    const tr = row(el("code", channel.address || name), Object.keys(channel.messages).join(", "),
+      tags(using("send"), "send"), tags(using("receive"), "receive"), channel.description || "");
     tr.dataset.channel = name;
     $("channels").append(tr);
   }
   for (const [name, message] of Object.entries(doc.components.messages)) {
     const card = el("section", undefined, "card");
     card.dataset.message = name;
-    card.append(el("h2", name), el("p", message.summary || "", "hint"));
     const schema = resolve(doc, message.payload.$ref);
+    card.append(el("h2", name), el("p", message.summary || schema.description || "", "hint"));
     card.append(el("div", undefined, "scroll"));
     card.lastChild.append(schemaTable(name, schema));
     $("messages").append(card);

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from apps.gateway.deps import Gateway
 from apps.gateway.docs import mount_docs
-from apps.gateway.public_api import PUBLIC_API
+from apps.gateway.public_api import PUBLIC_API, PUBLIC_MESSAGING
 from apps.gateway.routes import router
 from apps.gateway.upstreams import routes_of, upstreams_of
 from apps.gateway.web_client import mount_web_client
@@ -49,7 +49,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
     app = create_app("gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = gateway
     app.include_router(router)
-    mount_docs(app, PUBLIC_API)
+    mount_docs(app, PUBLIC_API, PUBLIC_MESSAGING)
     mount_web_client(app)
     return app
 

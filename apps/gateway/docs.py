@@ -1,8 +1,9 @@
 """The docs the gateway serves, with no internet: OpenAPI at /docs, AsyncAPI at /docs/asyncapi.
 
 The gateway only proxies /api/*, so its own OpenAPI would be empty: the public
-one is built from the routers it is given (apps/gateway/public_api.py lists
-them; this module imports no other service). Swagger UI's JS and CSS come from
+one is built from the routers it is given, and the AsyncAPI document, generated
+by FastStream, from the services' Messaging (apps/gateway/public_api.py lists
+both; this module imports no other service). Swagger UI's JS and CSS come from
 the fastapi-offline package instead of a CDN.
 """
 
@@ -10,9 +11,9 @@ from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -21,8 +22,9 @@ from fastapi.staticfiles import StaticFiles
 import msarch
 from apps.gateway.deps import SettingsDep
 from apps.gateway.web_client import CLIENT_DIR
-from msarch.asyncapi import asyncapi_document
+from msarch.asyncapi import Backend, Document, backend_of, system_document
 from msarch.problems import PROBLEM_JSON
+from msarch.service import Messaging
 
 SWAGGER_UI_DIR = Path(str(files("fastapi_offline") / "static"))
 SWAGGER_UI_URL = "/docs/swagger-ui"
@@ -87,9 +89,11 @@ def _describe_problems(operation: dict[str, Any], path: str, method: str) -> Non
         operation["responses"][status] = {"description": description, "content": content}
 
 
-def docs_router(api: Sequence[APIRouter]) -> APIRouter:
-    """/openapi.json and /docs for the public API `api`, /docs/asyncapi for the broker's."""
+def docs_router(api: Sequence[APIRouter], messaging: Sequence[Messaging]) -> APIRouter:
+    """/openapi.json and /docs for the public API `api`, /docs/asyncapi for the messages
+    the `messaging` services exchange."""
     router = APIRouter(include_in_schema=False)
+    asyncapi_documents: dict[Backend, Document] = {}
 
     @cache
     def schema() -> dict[str, Any]:  # built on first use, not when the gateway starts
@@ -112,10 +116,14 @@ def docs_router(api: Sequence[APIRouter]) -> APIRouter:
         )
 
     @router.get("/docs/asyncapi.json")
-    async def asyncapi_json(settings: SettingsDep) -> JSONResponse:
-        return JSONResponse(
-            asyncapi_document(namespace=settings.namespace, broker_url=settings.broker_url)
-        )
+    def asyncapi_json(  # not async: the first build is CPU work, run in the thread pool
+        settings: SettingsDep, backend: Annotated[Backend | None, Query()] = None
+    ) -> JSONResponse:
+        """The configured backend's bindings, or those of `?backend=rabbit|nats`."""
+        backend = backend or backend_of(settings.broker_url)
+        if backend not in asyncapi_documents:  # built on first use, like the OpenAPI
+            asyncapi_documents[backend] = system_document(messaging, settings, backend)
+        return JSONResponse(asyncapi_documents[backend])
 
     @router.get("/docs/asyncapi")
     async def asyncapi_page() -> FileResponse:
@@ -124,7 +132,7 @@ def docs_router(api: Sequence[APIRouter]) -> APIRouter:
     return router
 
 
-def mount_docs(app: FastAPI, api: Sequence[APIRouter]) -> None:
+def mount_docs(app: FastAPI, api: Sequence[APIRouter], messaging: Sequence[Messaging]) -> None:
     """The docs routes and the Swagger UI assets; the app needs openapi_url/docs_url=None."""
-    app.include_router(docs_router(api))
+    app.include_router(docs_router(api, messaging))
     app.mount(SWAGGER_UI_URL, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")

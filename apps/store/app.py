@@ -1,7 +1,10 @@
 """The store service: persists `event` and `batch` in Redis (health and metrics only over HTTP)."""
 
-from apps.store.handlers import subscribe
+from apps.store.handlers import MESSAGING
 from apps.store.timeouts import sweep_stalled_batches
+from msarch.asyncapi import docs_app
 from msarch.service import create_service
 
-app = create_service("store", subscribe=subscribe, background=[sweep_stalled_batches])
+app = create_service(MESSAGING, background=[sweep_stalled_batches])
+stream_app = docs_app(app.state.runtime.bus)
+"""For `faststream docs gen apps.store.app:stream_app`; the service runs under uvicorn."""

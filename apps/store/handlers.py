@@ -1,4 +1,4 @@
-"""The store: consumes `event` and `batch`, writes Redis, publishes onward.
+"""The store: consumes `event` and `batch`, writes Redis, publishes onward (MESSAGING).
 
 Each message is acked only after its Redis write (and, for `event`, the
 forward publish) succeeded; a Redis outage holds messages, it does not drop
@@ -12,7 +12,7 @@ from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import BatchItem, KeyValue
 from msarch.resilience import until_redis_answers
-from msarch.service import Runtime
+from msarch.service import Messaging, Runtime
 from msarch.storage import MessageState
 
 log = logging.getLogger("msarch.store")
@@ -49,3 +49,10 @@ def subscribe(runtime: Runtime) -> None:
     @bus.subscriber(channels.BATCH)
     async def on_batch_item(item: BatchItem) -> None:
         await stage_buffer.add(item, bus.current_message().correlation_id)
+
+
+MESSAGING = Messaging(
+    "store",
+    publishes=(channels.FORWARD_ROUNDTRIP, channels.BATCH_REPLY),
+    subscribe=subscribe,
+)

@@ -7,7 +7,7 @@ from apps.websocket.hub import Hub
 from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import KeyValue
-from msarch.service import Runtime
+from msarch.service import Messaging, Runtime
 
 log = logging.getLogger("msarch.websocket")
 
@@ -25,3 +25,6 @@ def subscribe(runtime: Runtime) -> None:
         event_id = (bus.current_message().headers or {}).get(EVENT_ID_HEADER)
         sent = await hub.push(frame_of(kv, event_id), event_id)
         log.info("pushed", extra={"message_id": str(kv.id), "clients": sent})
+
+
+MESSAGING = Messaging("websocket", subscribe=subscribe, dependencies=(Hub,))

@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection
 
 from msarch import problems
 from msarch.bus import Bus, create_bus
+from msarch.channels import Channel
 from msarch.discovery import registered
 from msarch.limits import BodyLimit
 from msarch.observability import RequestContext, configure_logging
@@ -47,17 +48,50 @@ class Runtime:
     globals: handlers and routes of this service share it, a test builds a fresh one."""
 
     def dependency(self, kind: type[T]) -> T:
-        """This service's instance of `kind`, as given to create_service(dependencies=...)."""
+        """This service's instance of `kind`, as declared in its Messaging(dependencies=...)."""
         if kind not in self.dependencies:
             raise LookupError(
                 f"the {self.name} service has no {kind.__name__}: "
-                f"pass it in create_service(dependencies=[...])"
+                f"declare it in Messaging(dependencies=[...])"
             )
         return cast(T, self.dependencies[kind])
 
 
 Subscribe = Callable[[Runtime], None]
 Background = Callable[[Runtime], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class Messaging:
+    """What a service sends and receives on the bus, declared once in its handlers.py:
+    create_service wires it, and the AsyncAPI document is generated from it (on a bus
+    of its own, see msarch.asyncapi), so the document is what the service registers."""
+
+    service: str
+    publishes: Sequence[Channel] = ()
+    """The channels the service sends on: one FastStream publisher object each."""
+    subscribe: Subscribe | None = None
+    """Registers the service's subscribers on `runtime.bus`."""
+    dependencies: Sequence[type[Any]] = ()
+    """The service's own state (built once, with no arguments), shared by its handlers and
+    routes through `Runtime.dependency`."""
+
+
+def build_runtime(messaging: Messaging, settings: Settings, store: Store) -> Runtime:
+    """A Runtime with the service's publishers and subscribers registered, nothing connected."""
+    bus = create_bus(settings, service=messaging.service)
+    for channel in messaging.publishes:
+        bus.publisher(channel)
+    runtime = Runtime(
+        name=messaging.service,
+        settings=settings,
+        bus=bus,
+        store=store,
+        dependencies={kind: kind() for kind in messaging.dependencies},
+    )
+    if messaging.subscribe is not None:
+        messaging.subscribe(runtime)
+    return runtime
 
 
 def runtime_of(connection: HTTPConnection) -> Runtime:
@@ -127,36 +161,25 @@ def create_app(name: str, **fastapi_options: Any) -> FastAPI:
 
 
 def create_service(
-    name: str,
+    service: Messaging | str,
     *,
     routers: Sequence[APIRouter] = (),
-    subscribe: Subscribe | None = None,
     background: Sequence[Background] = (),
-    dependencies: Sequence[type[Any]] = (),
     settings: Settings | None = None,
     **fastapi_options: Any,
 ) -> FastAPI:
-    """Build a service: its routes, its subscribers, and its lifecycle.
-
-    `dependencies` are classes built once here, with no arguments, and reached through
-    `Runtime.dependency` (the service's state, nameko-style, not a module global).
-    """
+    """Build a service: its routes, its bus as `service` declares it (nothing registered
+    when only a name is given, as tests of routes alone do), and its lifecycle."""
+    messaging = Messaging(service) if isinstance(service, str) else service
+    name = messaging.service
     settings = settings or get_settings()
     configure_logging(name, settings.log_level)
     log = logging.getLogger(f"msarch.{name}")
-    bus = create_bus(settings, service=name)
     store = Store.from_url(
         settings.redis_url, settings.namespace, max_connections=settings.prefetch + 64
     )
-    runtime = Runtime(
-        name=name,
-        settings=settings,
-        bus=bus,
-        store=store,
-        dependencies={kind: kind() for kind in dependencies},
-    )
-    if subscribe is not None:
-        subscribe(runtime)
+    runtime = build_runtime(messaging, settings, store)
+    bus = runtime.bus
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

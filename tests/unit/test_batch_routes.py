@@ -21,9 +21,8 @@ from faststream.rabbit import TestRabbitBroker
 from pydantic import BaseModel
 
 from apps.batch.app import app as batch_app
-from apps.batch.handlers import subscribe as batch_subscribe
+from apps.batch.handlers import MESSAGING as BATCH_MESSAGING
 from apps.batch.routes import router
-from apps.batch.waiters import Waiters
 from apps.store.handlers import subscribe as store_subscribe
 from msarch.bus import PublishError
 from msarch.channels import Channel
@@ -111,13 +110,7 @@ def batch_settings(unit_settings: Settings) -> Settings:
 
 @pytest.fixture
 async def service(batch_settings: Settings, store: Store) -> AsyncIterator[BatchService]:
-    app = create_service(
-        "batch",
-        routers=[router],
-        subscribe=batch_subscribe,
-        dependencies=[Waiters],
-        settings=batch_settings,
-    )
+    app = create_service(BATCH_MESSAGING, routers=[router], settings=batch_settings)
     runtime: Runtime = app.state.runtime
     try:
         async with _client(app) as client:

@@ -48,7 +48,15 @@ def test_openapi_describes_the_public_api(gateway: TestClient) -> None:
     assert "202" in schema["paths"]["/api/roundtrip"]["post"]["responses"]
 
 
-def test_asyncapi_json_has_every_channel(gateway: TestClient) -> None:
-    document = gateway.get("/docs/asyncapi.json").json()
+@pytest.mark.parametrize(("query", "binding"), [("", "amqp"), ("?backend=nats", "nats")])
+def test_asyncapi_json_has_every_channel(gateway: TestClient, query: str, binding: str) -> None:
+    document = gateway.get(f"/docs/asyncapi.json{query}").json()
     assert document["asyncapi"] == "3.0.0"
     assert set(document["channels"]) == {c.name for c in ALL}
+    assert all(binding in c["bindings"] for c in document["channels"].values())
+
+
+def test_asyncapi_json_of_an_unknown_backend_is_a_problem(gateway: TestClient) -> None:
+    response = gateway.get("/docs/asyncapi.json?backend=kafka")
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")

@@ -47,6 +47,8 @@ class Broker(Protocol):
 
     def subscriber(self, *args: Any, **kwargs: Any) -> Any: ...
 
+    def publisher(self, *args: Any, **kwargs: Any) -> Any: ...
+
     async def publish(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
@@ -65,6 +67,8 @@ class Bus(ABC, Generic[BrokerT]):
         self.instance = f"{service}-{uuid4().hex[:8]}"
         self.prefix = settings.namespace
         self._connected = False
+        self._publishers: dict[str, Any] = {}
+        """The FastStream publisher object of each channel this service declared it sends on."""
 
     def _broker_options(self) -> dict[str, Any]:
         """What every backend's FastStream broker is built with, besides its own."""
@@ -96,7 +100,11 @@ class Bus(ABC, Generic[BrokerT]):
         the consume middleware); what a handler returns is sent nowhere.
         """
         subscribe = self.broker.subscriber(
-            **self._subscription(channel), ack_policy=AckPolicy.NACK_ON_ERROR, no_reply=True
+            **self._subscription(channel),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            no_reply=True,
+            title=channel.name,
+            description=_about(channel),
         )
 
         def register(handler: Handler) -> Handler:
@@ -109,6 +117,25 @@ class Bus(ABC, Generic[BrokerT]):
     def _subscription(self, channel: Channel) -> dict[str, Any]:
         """Where and how a channel is consumed: the backend's `broker.subscriber` arguments."""
 
+    def publisher(self, channel: Channel) -> None:
+        """Declare that this service sends on `channel`: a FastStream publisher object,
+        so the service's AsyncAPI document knows it, and `publish` goes through it.
+
+        Before start(). publish_stream stays on its pipelined raw path (see there); its
+        channel is declared all the same, for the document.
+        """
+        if channel.name not in self._publishers:
+            self._publishers[channel.name] = self.broker.publisher(
+                **self._publisher_destination(channel),
+                title=channel.name,
+                description=_about(channel),
+                schema=channel.payload,
+            )
+
+    @abstractmethod
+    def _publisher_destination(self, channel: Channel) -> dict[str, Any]:
+        """Where a channel's publisher object sends: the backend's `broker.publisher` arguments."""
+
     async def publish(
         self,
         channel: Channel,
@@ -120,9 +147,15 @@ class Bus(ABC, Generic[BrokerT]):
         timeout_s: float | None = None,
     ) -> None:
         """Publish and wait for the broker's confirmation (at most timeout_s, default
-        MSARCH_UPSTREAM_TIMEOUT_S); PublishError otherwise."""
+        MSARCH_UPSTREAM_TIMEOUT_S); PublishError otherwise.
+
+        Through the channel's publisher object if this service declared one; otherwise
+        (operators, tests, benchmarks) undocumented, through the broker: the same
+        arguments either way, so the same message on the wire.
+        """
+        publisher = self._publishers.get(channel.name, self.broker)
         try:
-            await self.broker.publish(
+            await publisher.publish(
                 message,
                 correlation_id=correlation_id,
                 timeout=timeout_s or self.settings.upstream_timeout_s,
@@ -146,6 +179,9 @@ class Bus(ABC, Generic[BrokerT]):
         correlation_id: str | None = None,
     ) -> int:
         """Publish many (message id, message) pairs on a work channel, confirms pipelined.
+
+        On the driver directly, not the channel's publisher object: FastStream awaits
+        each confirm in turn, this keeps many outstanding (batch rates depend on it).
 
         At most MSARCH_PUBLISH_WINDOW confirmations are outstanding, so memory
         stays flat however long `messages` is; returns how many were confirmed.
@@ -277,3 +313,12 @@ async def pipelined(
     if failures:
         raise PublishError(repr(failures[0])) from failures[0]
     return confirmed
+
+
+def _about(channel: Channel) -> str:
+    """What a channel carries and how, in the words of the AsyncAPI document."""
+    if channel.delivery is Delivery.WORK:
+        how = "a work channel: each message goes to exactly one consumer instance"
+    else:
+        how = "a broadcast channel: every running consumer instance gets every message"
+    return f"{channel.payload.__name__} on {how}."

@@ -26,6 +26,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
+from urllib.parse import urlsplit
 
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
@@ -69,6 +70,7 @@ class NatsBus(Bus[NatsBroker]):
             settings.broker_url,
             max_reconnect_attempts=-1,  # keep trying: an outage delays, it does not kill
             reconnect_time_wait=1,
+            specification_url=_public_urls(settings.broker_url),
             **self._broker_options(),
         )
         self.work = self._file_stream(
@@ -179,6 +181,11 @@ class NatsBus(Bus[NatsBroker]):
             "headers": all_headers,
         }
 
+    def _publisher_destination(self, channel: Channel) -> dict[str, Any]:
+        # The JStream itself, not its name: FastStream would declare a stream it is
+        # given by name, with its own defaults (connect() declares ours).
+        return {"subject": self.name(channel), "stream": self._stream_of(channel)}
+
     async def _confirmed_sender(
         self, channel: Channel, correlation_id: str | None
     ) -> Callable[[str, bytes], Awaitable[None]]:
@@ -284,3 +291,13 @@ async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
     except BadRequestError:
         # It exists with another configuration (e.g. an older version): update it.
         await js.update_stream(config=config)
+
+
+def _public_urls(broker_url: str) -> list[str]:
+    """The node URLs without credentials, one AsyncAPI server each (FastStream would
+    read MSARCH_BROKER_URL's comma-separated list as one)."""
+    urls = []
+    for node in broker_url.split(","):
+        url = urlsplit(node.strip())
+        urls.append(url._replace(netloc=url.netloc.rpartition("@")[2]).geturl())
+    return urls

@@ -121,6 +121,9 @@ class RabbitBus(Bus[RabbitBroker]):
             "headers": headers,
         }
 
+    def _publisher_destination(self, channel: Channel) -> dict[str, Any]:
+        return {**self._destination(channel), "persist": True}
+
     def _destination(self, channel: Channel) -> dict[str, Any]:
         if channel.delivery is Delivery.WORK:
             return {"queue": self.name(channel), "mandatory": True}
