@@ -20,7 +20,8 @@ from typing import Any
 
 from bench.machine import describe_machine
 from bench.report import save_results
-from bench.session import BACKENDS, kill_leftovers, running_stack
+from bench.session import BACKENDS, bench_stack
+from msarch.testing.stack import kill_leftovers
 
 BENCHMARKS = ("publish", "roundtrip", "batch", "replay")
 """In the order they run; roundtrip, batch and replay share one stack per backend."""
@@ -69,7 +70,7 @@ async def run_backend(
 
         measured("publish", await bench_publish(backend, args.messages))
     if chosen & {"roundtrip", "batch", "replay"}:
-        async with running_stack(backend) as stack:
+        async with bench_stack(backend) as stack:
             if "roundtrip" in chosen:
                 from bench.roundtrip import bench_roundtrip
 

@@ -17,8 +17,7 @@ from bench.cpu import cpu_ms_per, cpu_snapshot
 from bench.event_log import events_length
 from bench.memory import RssPeaks, rss_kib, sampling_rss
 from bench.report import print_table
-from bench.session import pid_of
-from tests.utils.stack import Stack
+from msarch.testing.stack import Stack, pid_of
 
 BASELINE_SIZE = 1_000
 LARGE_SIZES = (100_000, 1_000_000)

@@ -11,7 +11,7 @@ import aio_pika
 import nats
 import redis.asyncio as aioredis
 
-from tests.utils.infra import NATS_URL, RABBIT_URL, TEST_REDIS_URL
+from msarch.testing.isolation import NATS_URL, RABBIT_URL, TEST_REDIS_URL
 
 
 def _free_g() -> str:

@@ -10,10 +10,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from bench.report import print_table
-from bench.session import bench_settings, namespace_cleanup
+from bench.session import bench_settings
 from msarch import channels
 from msarch.bus import create_bus
 from msarch.messages import BatchItem, item_of
+from msarch.testing.isolation import namespace_cleanup
 
 
 def _items(count: int) -> Iterator[tuple[str, BatchItem]]:

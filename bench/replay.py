@@ -7,7 +7,7 @@ from bench.event_log import events_length
 from bench.report import print_table
 from msarch.replay import drop, replay_and_compare
 from msarch.storage import Store
-from tests.utils.stack import Stack
+from msarch.testing.stack import Stack
 
 
 async def bench_replay(stack: Stack, backend: str) -> dict[str, Any]:

@@ -8,22 +8,22 @@ import contextlib
 import json
 import time
 from typing import Any
+from uuid import uuid4
 
 import websockets
 
 from bench.cpu import cpu_ms_per, cpu_snapshot
 from bench.event_log import events_length, wait_for_events
-from bench.http_client import KeepAliveConnection
-from bench.load import LoadResult, closed_loop, percentile_ms, roundtrip_body
 from bench.report import print_table
-from bench.session import pid_of
 from msarch.storage import Store
-from tests.utils.stack import Stack
+from msarch.testing.http_client import KeepAliveConnection
+from msarch.testing.load import PATH, RoundtripLoad, percentile_ms, roundtrip_body
+from msarch.testing.stack import Stack, pid_of
 
-PATH = "/api/roundtrip"
 DRAIN_TIMEOUT_S = 300.0
 FRAME_TIMEOUT_S = 10.0
 SERVICES_ON_PATH = ("gateway", "roundtrip", "store", "websocket")
+VALUE = "v" * 32
 
 
 async def _load_phase(
@@ -34,7 +34,13 @@ async def _load_phase(
     cpu_before = cpu_snapshot(pids)
     before = await events_length(live)
     started = time.perf_counter()
-    load: LoadResult = await closed_loop(stack.settings.host, port, PATH, concurrency, duration_s)
+    load = RoundtripLoad(
+        f"http://{stack.settings.host}:{port}",
+        f"bench-{uuid4().hex[:8]}",
+        concurrency=concurrency,
+        value=lambda _: VALUE,
+    )
+    await load.run(duration_s=duration_s)
     drained_at = await wait_for_events(live, before + load.accepted, DRAIN_TIMEOUT_S)
     appended = await events_length(live) - before
     cpu_ms = cpu_ms_per(cpu_before, pids, load.accepted)
@@ -43,7 +49,7 @@ async def _load_phase(
         "req_per_s": round(load.per_s, 1),
         "p50_ms": load.percentile_ms(0.50),
         "p99_ms": load.percentile_ms(0.99),
-        "other_statuses": {str(k): v for k, v in load.statuses.items() if k != 202},
+        "other_statuses": {str(k): v for k, v in load.statuses.items() if k not in (0, 202)},
         "errors": dict(load.errors),
         "events_appended": appended,
         "events_per_s_until_drained": round(appended / (drained_at - started), 1),
@@ -73,7 +79,7 @@ async def websocket_latency(stack: Stack, samples: int) -> dict[str, Any]:
             await asyncio.sleep(0.2)  # the hub registers the client after the handshake
             for number in range(samples):
                 started = time.perf_counter()
-                answer = await connection.post_json(PATH, roundtrip_body(f"ws-{number}"))
+                answer = await connection.post_json(PATH, roundtrip_body(f"ws-{number}", VALUE))
                 post_s.append(time.perf_counter() - started)
                 assert answer.status == 202, f"roundtrip answered {answer.status}"
                 event_id = str(json.loads(answer.body)["id"])

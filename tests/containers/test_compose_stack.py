@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from msarch.settings import SERVICES
+from msarch.testing.load import RoundtripLoad, events_once_stored, kv_event_ids, metric
+from msarch.testing.stack import wait_for, ws_frames
 from tests.utils.batch_kill import kill_store_at_half_a_batch
 from tests.utils.compose import ComposeStack
 from tests.utils.figures import Figures
-from tests.utils.load import RoundtripLoad, events_once_stored, kv_event_ids, metric
-from tests.utils.stack import wait_for, ws_frames
 
 pytestmark = [pytest.mark.containers, pytest.mark.slow]
 

@@ -1,19 +1,19 @@
-"""E2E fixtures beyond tests/conftest.py: stacks with an API key, and with Consul discovery."""
+"""E2E fixtures beyond tests/conftest.py: stacks with an API key, and with Consul discovery,
+each on the test's backend."""
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from msarch.testing.stack import Stack, StackFactory
 from tests.utils.consul_double import ConsulDouble
-from tests.utils.stack import Stack, running_stack
-
-API_KEY = "e2e-secret-6f1c2d"
+from tests.utils.fixture_api import API_KEY
 
 
 @pytest.fixture
-async def keyed_stack() -> AsyncIterator[Stack]:
+async def keyed_stack(stack_with: StackFactory) -> AsyncIterator[Stack]:
     """A stack whose gateway requires MSARCH_API_KEY=API_KEY."""
-    async with running_stack(api_key=API_KEY) as stack:
+    async with stack_with(api_key=API_KEY) as stack:
         yield stack
 
 
@@ -25,7 +25,9 @@ def consul_double() -> Iterator[ConsulDouble]:
 
 
 @pytest.fixture
-async def consul_stack(consul_double: ConsulDouble) -> AsyncIterator[Stack]:
+async def consul_stack(
+    stack_with: StackFactory, consul_double: ConsulDouble
+) -> AsyncIterator[Stack]:
     """A stack whose services register in the Consul double and whose gateway resolves there."""
-    async with running_stack(consul_url=consul_double.url) as stack:
+    async with stack_with(consul_url=consul_double.url) as stack:
         yield stack

@@ -9,8 +9,8 @@ import pytest
 
 from msarch import channels
 from msarch.messages import item_of
+from msarch.testing.stack import Stack, wait_for
 from tests.utils.broker import connected_bus
-from tests.utils.stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 

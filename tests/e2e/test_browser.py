@@ -31,7 +31,7 @@ from playwright.async_api import (
 )
 
 from msarch.channels import ALL
-from tests.utils.stack import Stack, wait_for
+from msarch.testing.stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 

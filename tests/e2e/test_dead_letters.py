@@ -8,8 +8,8 @@ import pytest
 
 from msarch import channels
 from msarch.bus import Bus
+from msarch.testing.stack import Stack, wait_for
 from tests.utils.broker import connected_bus
-from tests.utils.stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 

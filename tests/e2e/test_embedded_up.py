@@ -17,9 +17,13 @@ import pytest
 
 from msarch.client import roundtrip_once
 from msarch.settings import SERVICES
-from tests.utils.infra import free_port, new_namespace
+from msarch.testing.isolation import free_port, new_namespace
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.backend_independent("it brings its own NATS and Redis: no broker of the machine's"),
+]
 
 
 def _listening(port: int) -> bool:

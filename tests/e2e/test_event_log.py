@@ -11,7 +11,7 @@ import websockets
 from msarch.events import EventType
 from msarch.replay import drop, replay_and_compare
 from msarch.storage import Store
-from tests.utils.stack import Stack, wait_for, ws_frames
+from msarch.testing.stack import Stack, wait_for, ws_frames
 
 pytestmark = pytest.mark.e2e
 

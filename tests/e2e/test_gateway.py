@@ -14,10 +14,10 @@ import httpx
 import pytest
 import websockets
 
-from tests.e2e.conftest import API_KEY
+from msarch.testing.stack import Stack, wait_for
 from tests.utils.consul_double import ConsulDouble
 from tests.utils.figures import report
-from tests.utils.stack import Stack, wait_for
+from tests.utils.fixture_api import API_KEY
 
 pytestmark = pytest.mark.e2e
 

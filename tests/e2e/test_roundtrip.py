@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.utils.stack import Stack, wait_for, ws_frames
+from msarch.testing.stack import Stack, wait_for, ws_frames
 
 pytestmark = pytest.mark.e2e
 

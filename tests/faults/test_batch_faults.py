@@ -4,6 +4,7 @@ two store instances under 20 concurrent batches."""
 import asyncio
 import json
 import time
+from typing import cast
 from uuid import UUID, uuid4
 
 import httpx
@@ -12,10 +13,10 @@ import pytest
 from msarch import channels
 from msarch.bus import create_bus
 from msarch.messages import BatchReply, item_of
-from tests.faults.conftest import Figures, StackFactory
+from msarch.testing.load import metric
+from msarch.testing.stack import Stack, StackFactory, wait_for
 from tests.utils.broker import connected_bus
-from tests.utils.load import metric
-from tests.utils.stack import Stack, wait_for
+from tests.utils.figures import Figures
 
 pytestmark = pytest.mark.faults
 
@@ -159,7 +160,7 @@ async def test_twenty_concurrent_batches_on_two_stores_do_not_mix(
             for response in responses:
                 assert response.status_code == 200, response.text
                 batch_id = response.json()["batch_id"]
-                fields = await store.redis.hgetall(store.keys.batch(batch_id))
+                fields = cast(dict[str, str], await store.redis.hgetall(store.keys.batch(batch_id)))
                 sizes.append(len(fields))
                 expected = {
                     str(i): [f"{batch_id}_key_{i}", f"{batch_id}_value_{i}"] for i in range(size)

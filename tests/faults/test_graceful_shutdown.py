@@ -3,14 +3,15 @@
 import asyncio
 import signal
 import time
+from typing import cast
 
 import httpx
 import pytest
 
 from msarch.settings import SERVICES
-from tests.faults.conftest import Figures, StackFactory
-from tests.utils.load import RoundtripLoad, kv_event_ids, metric, missing_keys
-from tests.utils.stack import wait_for
+from msarch.testing.load import RoundtripLoad, kv_event_ids, metric, missing_keys
+from msarch.testing.stack import StackFactory, wait_for
+from tests.utils.figures import Figures
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -57,7 +58,7 @@ async def test_sigterm_under_load_finishes_in_flight_work_in_time(
                     channel=stack.settings.namespace + "event",
                     outcome="ok",
                 )
-                batch_ids = await store.redis.zrange(store.keys.batches, 0, -1)
+                batch_ids = cast(list[str], await store.redis.zrange(store.keys.batches, 0, -1))
                 batch_fields = [await store.redis.hlen(store.keys.batch(bid)) for bid in batch_ids]
             finally:
                 await store.close()

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.faults.conftest import Figures, StackFactory
-from tests.utils.stack import wait_for, ws_frames
+from msarch.testing.stack import StackFactory, wait_for, ws_frames
+from tests.utils.figures import Figures
 
 pytestmark = pytest.mark.faults
 

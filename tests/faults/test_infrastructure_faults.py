@@ -1,7 +1,7 @@
 """Faults 3, 4 and 5 of issue 7: the broker restarted, Redis killed, Redis unreachable.
 
-Each uses a server of its own (tests/utils/servers.py) or a proxy in front of
-the shared Redis (tests/utils/tcp_proxy.py): the shared servers are never touched.
+Each uses a server of its own (msarch.testing.servers) or a proxy in front of
+the shared Redis (msarch.testing.tcp_proxy): the shared servers are never touched.
 """
 
 import asyncio
@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from msarch.settings import SERVICES
-from tests.faults.conftest import Figures, StackFactory
-from tests.utils.infra import TEST_REDIS_URL
-from tests.utils.load import RoundtripLoad, kv_event_ids, metric, missing_keys
-from tests.utils.servers import PrivateRedis, private_broker
-from tests.utils.stack import Stack, wait_for
-from tests.utils.tcp_proxy import TcpProxy
+from msarch.testing.isolation import TEST_REDIS_URL
+from msarch.testing.load import RoundtripLoad, kv_event_ids, metric, missing_keys
+from msarch.testing.servers import PrivateRedis, private_broker
+from msarch.testing.stack import Stack, StackFactory, wait_for
+from msarch.testing.tcp_proxy import TcpProxy
+from tests.utils.figures import Figures
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -10,9 +10,9 @@ import pytest
 from msarch import channels
 from msarch.bus import Bus
 from msarch.messages import KeyValue
-from tests.faults.conftest import Figures
+from msarch.testing.stack import Stack, wait_for, ws_frames
 from tests.utils.broker import connected_bus
-from tests.utils.stack import Stack, wait_for, ws_frames
+from tests.utils.figures import Figures
 
 pytestmark = pytest.mark.faults
 

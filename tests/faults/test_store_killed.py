@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import Figures, StackFactory
+from msarch.testing.load import RoundtripLoad, kv_event_ids, metric, missing_keys
+from msarch.testing.stack import Stack, StackFactory, wait_for, ws_frames
 from tests.utils.batch_kill import kill_store_at_half_a_batch
-from tests.utils.load import RoundtripLoad, kv_event_ids, metric, missing_keys
-from tests.utils.stack import Stack, wait_for, ws_frames
+from tests.utils.figures import Figures
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

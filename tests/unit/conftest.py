@@ -6,10 +6,8 @@ Only keys under the test's own namespace are ever deleted, found with SCAN.
 """
 
 import itertools
-import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Protocol
-from uuid import uuid4
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -17,22 +15,17 @@ from msarch.bus import create_bus
 from msarch.service import Runtime
 from msarch.settings import Settings
 from msarch.storage import Store
+from msarch.testing.isolation import TEST_REDIS_URL, delete_keys, new_namespace
+from tests.utils.fixture_api import RuntimeFactory, StoreFactory
 
-TEST_REDIS_URL = os.environ.get("MSARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 # Unit tests run the RabbitMQ bus on TestRabbitBroker: nothing connects to this URL.
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-StoreFactory = Callable[[], Store]
-
-
-class RuntimeFactory(Protocol):
-    def __call__(self, service: str, dependencies: Sequence[type[Any]] = ()) -> Runtime: ...
 
 
 @pytest.fixture
 def namespace() -> str:
     """A prefix no other test run uses; everything this test writes lives under it."""
-    return f"test-{uuid4().hex[:12]}-"
+    return new_namespace()
 
 
 @pytest.fixture
@@ -47,11 +40,7 @@ async def store(unit_settings: Settings) -> AsyncIterator[Store]:
     try:
         yield value
     finally:
-        namespace = unit_settings.namespace
-        assert namespace.startswith("test-"), "only test namespaces are deleted"
-        keys = [key async for key in value.redis.scan_iter(match=f"{namespace}*", count=1000)]
-        for start in range(0, len(keys), 500):
-            await value.redis.unlink(*keys[start : start + 500])
+        await delete_keys(value.redis, unit_settings.namespace)
         await value.close()
 
 

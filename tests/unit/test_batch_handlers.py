@@ -14,7 +14,7 @@ from apps.batch.waiters import Waiters
 from msarch import channels
 from msarch.bus import Bus
 from msarch.messages import BatchReply, BatchStatus
-from tests.unit.conftest import RuntimeFactory
+from tests.utils.fixture_api import RuntimeFactory
 
 
 @dataclass

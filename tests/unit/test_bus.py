@@ -1,22 +1,46 @@
 """The bus's naming of broker objects (msarch.bus), on both backends, with nothing connected.
 
-`broker_objects()` is what tests/utils/infra.py deletes; these tests hold it to
+`broker_objects()` is what msarch.testing.isolation.delete_namespace deletes; these tests hold it to
 what the bus actually subscribes on, so the two cannot drift apart.
 """
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import pytest
+from faststream.nats.subscriber.usecases.stream_basic import StreamSubscriber
+from faststream.rabbit.subscriber import RabbitSubscriber
 
 from msarch import channels
 from msarch.bus import Bus, create_bus
+from msarch.bus.nats import NatsBus
+from msarch.bus.rabbit import RabbitBus
 from msarch.settings import Settings
 
 URLS = {"rabbit": "amqp://guest:guest@127.0.0.1:5672/", "nats": "nats://127.0.0.1:4222"}
 
 
+@overload
+def _bus(backend: Literal["rabbit"], namespace: str) -> RabbitBus: ...
+@overload
+def _bus(backend: Literal["nats"], namespace: str) -> NatsBus: ...
+@overload
+def _bus(backend: str, namespace: str) -> Bus[Any]: ...
 def _bus(backend: str, namespace: str) -> Bus[Any]:
-    return create_bus(Settings(namespace=namespace, broker_url=URLS[backend]), service="test")
+    bus = create_bus(Settings(namespace=namespace, broker_url=URLS[backend]), service="test")
+    assert isinstance(bus, {"rabbit": RabbitBus, "nats": NatsBus}[backend])
+    return bus
+
+
+def _rabbit_subscribers(bus: RabbitBus) -> list[RabbitSubscriber]:
+    subscribers = [s for s in bus.broker.subscribers if isinstance(s, RabbitSubscriber)]
+    assert len(subscribers) == len(bus.broker.subscribers)
+    return subscribers
+
+
+def _stream_subscribers(bus: NatsBus) -> list[StreamSubscriber]:
+    subscribers = [s for s in bus.broker.subscribers if isinstance(s, StreamSubscriber)]
+    assert len(subscribers) == len(bus.broker.subscribers), "every NATS subscriber is JetStream"
+    return subscribers
 
 
 async def _handler(body: dict[str, Any]) -> None:
@@ -35,7 +59,7 @@ def test_rabbit_subscribes_on_the_objects_it_names(namespace: str) -> None:
     for channel in channels.ALL:
         bus.subscriber(channel)(_handler)
     objects = bus.broker_objects()
-    for subscriber in bus.broker.subscribers:
+    for subscriber in _rabbit_subscribers(bus):
         if subscriber.exchange.name:  # a broadcast: the instance's own queue on the fanout
             assert subscriber.exchange.name in objects["exchange"]
         else:
@@ -50,7 +74,7 @@ def test_nats_subscribes_on_the_streams_it_names(namespace: str) -> None:
     for channel in channels.ALL:
         bus.subscriber(channel)(_handler)
     streams = bus.broker_objects()["stream"]
-    assert {s.stream.name for s in bus.broker.subscribers} <= set(streams)
+    assert {s.stream.name for s in _stream_subscribers(bus)} <= set(streams)
     assert bus.dead.name in streams
 
 

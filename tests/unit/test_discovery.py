@@ -25,9 +25,9 @@ from msarch.discovery import (
     unreachable_reason,
 )
 from msarch.settings import Settings
+from msarch.testing.isolation import free_port
+from msarch.testing.stack import wait_for
 from tests.utils.consul_double import ConsulDouble
-from tests.utils.infra import free_port
-from tests.utils.stack import wait_for
 
 A, B, C = "http://127.0.0.1:9001", "http://127.0.0.1:9002", "http://127.0.0.1:9003"
 

@@ -12,7 +12,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from apps.gateway.app import create_gateway
 from msarch.settings import SERVICES, Settings
-from tests.utils.infra import free_port
+from msarch.testing.isolation import free_port
 
 
 @pytest.fixture

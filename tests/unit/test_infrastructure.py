@@ -8,7 +8,7 @@ import pytest
 from msarch import up
 from msarch.infrastructure import Infrastructure, Started, Unreachable, provide_infrastructure
 from msarch.settings import Settings, redacted
-from tests.utils.infra import free_port
+from msarch.testing.isolation import free_port
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import uvicorn
 from typer.testing import CliRunner
 
 from msarch import serving
@@ -11,7 +12,7 @@ from msarch.cli import app
 
 def test_serve_binds_and_advertises_the_same_address(monkeypatch: pytest.MonkeyPatch) -> None:
     started: dict[str, object] = {}
-    monkeypatch.setattr(serving.uvicorn, "run", lambda target, **options: started.update(
+    monkeypatch.setattr(uvicorn, "run", lambda target, **options: started.update(
         target=target, **options))  # fmt: skip
     # Set here so that monkeypatch restores them (unset) after the test: serve() writes them.
     monkeypatch.setenv("MSARCH_HOST", "127.0.0.1")

@@ -24,7 +24,7 @@ from msarch.events import EventType
 from msarch.messages import BatchItem, BatchStatus
 from msarch.replay import replay_and_compare
 from msarch.storage import Store
-from tests.unit.conftest import StoreFactory
+from tests.utils.fixture_api import StoreFactory
 
 MODEL_SETTINGS = settings(
     max_examples=60,

@@ -37,7 +37,7 @@ from msarch.events import EventType
 from msarch.messages import BatchItem, BatchReply, BatchStatus, KeyValue, item_of
 from msarch.service import Runtime
 from msarch.storage import MessageState, Store
-from tests.unit.conftest import RuntimeFactory
+from tests.utils.fixture_api import RuntimeFactory
 
 
 @dataclass

@@ -20,7 +20,7 @@ from msarch.problems import PROBLEM_JSON
 from msarch.service import Runtime, create_service
 from msarch.settings import Settings
 from msarch.storage import Store
-from tests.unit.conftest import RuntimeFactory
+from tests.utils.fixture_api import RuntimeFactory
 
 
 class FakeSocket:

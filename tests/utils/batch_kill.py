@@ -6,13 +6,14 @@ container); what must hold is the same: Done with exactly every item, nothing pa
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import cast
 from uuid import UUID
 
 import httpx
 
 from msarch.storage import Store
+from msarch.testing.stack import wait_for
 from tests.utils.figures import Figures
-from tests.utils.stack import wait_for
 
 
 async def kill_store_at_half_a_batch(
@@ -20,8 +21,8 @@ async def kill_store_at_half_a_batch(
     store: Store,
     size: int,
     *,
-    kill: Callable[[], Awaitable[None]],
-    restart: Callable[[], Awaitable[None]],
+    kill: Callable[[], Awaitable[object]],
+    restart: Callable[[], Awaitable[object]],
     figures: Figures,
 ) -> None:
     """POST a batch of `size`, kill the store when half of it is staged, restart it: the batch
@@ -36,7 +37,7 @@ async def kill_store_at_half_a_batch(
         nonlocal polls, batch_id
         while not finished.is_set():
             if batch_id is None:
-                ids = await store.redis.zrange(store.keys.assembling, 0, 0)
+                ids = cast(list[str], await store.redis.zrange(store.keys.assembling, 0, 0))
                 batch_id = UUID(ids[0]) if ids else None
             if batch_id is not None:
                 seen.add(await store.redis.hlen(store.keys.batch(str(batch_id))))

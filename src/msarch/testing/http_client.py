@@ -14,8 +14,10 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
-class Answer:
+class Response:
     status: int
+    headers: dict[str, str]
+    """Lower-cased names."""
     body: bytes
 
 
@@ -26,11 +28,15 @@ class KeepAliveConnection:
         self._writer: asyncio.StreamWriter | None = None
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._reader is None or self._writer is None or self._writer.is_closing():
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        return self._reader, self._writer
+        reader, writer = self._reader, self._writer
+        # A keep-alive connection the server closed while idle (a restart) is opened again.
+        if reader is None or writer is None or writer.is_closing() or reader.at_eof():
+            await self.close()
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+            self._reader, self._writer = reader, writer
+        return reader, writer
 
-    async def post_json(self, path: str, body: bytes) -> Answer:
+    async def post_json(self, path: str, body: bytes) -> Response:
         reader, writer = await self._connect()
         writer.write(
             f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
@@ -43,7 +49,7 @@ class KeepAliveConnection:
             raise ValueError("response headers too large")
         status_line, *header_lines = head.decode("latin-1").split("\r\n")
         status = int(status_line.split(" ", 2)[1])
-        headers = {}
+        headers: dict[str, str] = {}
         for line in header_lines:
             if line:
                 name, _, value = line.partition(":")
@@ -54,7 +60,7 @@ class KeepAliveConnection:
             content = await reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             await self.close()
-        return Answer(status, content)
+        return Response(status, headers, content)
 
     async def close(self) -> None:
         if self._writer is not None:

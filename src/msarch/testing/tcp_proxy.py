@@ -8,7 +8,7 @@ connections are refused, as when a server or the network goes away;
 import asyncio
 import contextlib
 
-from tests.utils.infra import free_port
+from msarch.embedded import free_port
 
 
 class TcpProxy:

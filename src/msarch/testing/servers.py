@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.utils.infra import free_port
+from msarch.embedded import free_port
 
 
 class ServerProcess:
