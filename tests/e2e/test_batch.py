@@ -9,6 +9,7 @@ import pytest
 
 from msarch import channels
 from msarch.messages import item_of
+from msarch.testing.load import metric
 from msarch.testing.stack import Stack, wait_for
 from tests.utils.broker import connected_bus
 
@@ -138,10 +139,26 @@ async def test_concurrent_batches_do_not_mix(stack: Stack) -> None:
 
 
 async def test_two_store_instances_share_the_work(private_stack: Stack) -> None:
-    second = await private_stack.add_instance("store")
+    batches, size = 4, 2_000
+    instances = [private_stack.processes["store"], await private_stack.add_instance("store")]
     async with httpx.AsyncClient() as client:
-        responses = await asyncio.gather(*(_batch(client, private_stack, 2_000) for _ in range(4)))
+        responses = await asyncio.gather(
+            *(_batch(client, private_stack, size) for _ in range(batches))
+        )
         for response in responses:
             assert response.status_code == 200, response.text
-            await _assert_stored(client, private_stack, response.json()["batch_id"], 2_000)
-    assert second.running
+            await _assert_stored(client, private_stack, response.json()["batch_id"], size)
+    channel = private_stack.settings.namespace + channels.BATCH.name
+    handled = [
+        await metric(p.url, "msarch_messages_consumed_total", channel=channel, outcome="ok")
+        for p in instances
+    ]
+    # A handler that failed nacked its item: each failure is one redelivery, handled again.
+    redelivered = sum(
+        [
+            await metric(p.url, "msarch_messages_consumed_total", channel=channel, outcome="error")
+            for p in instances
+        ]
+    )
+    assert all(n > 0 for n in handled), f"one instance did all the work: {handled}"
+    assert sum(handled) == batches * size + redelivered, (handled, redelivered)

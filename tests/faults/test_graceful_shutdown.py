@@ -87,7 +87,17 @@ async def test_sigterm_under_load_finishes_in_flight_work_in_time(
     assert set(events.values()) == {1}
     assert all(n == 5000 for n in batch_fields), "a committed batch is whole"
     assert set(load.statuses) <= {0, 202, 503}, "refused or 503 while stopping, never a 500"
+    # The batch finished within the graceful timeout (200), or the batch service stopped
+    # waiting for it as it shut down (503); either way it is committed whole or not at all.
     assert batch_answer.status_code in (200, 503), batch_answer.text
+    batch_body = batch_answer.json()
+    if batch_answer.status_code == 200:
+        assert (batch_body["status"], batch_body["size"]) == ("Done", 5000)
+        assert batch_body["batch_id"] in batch_ids, "answered Done, so committed"
+    else:
+        assert batch_answer.headers["content-type"] == "application/problem+json"
+        assert batch_answer.headers["retry-after"] == "2"
+        assert "batch_id" in batch_body, batch_body
 
 
 async def _staged_some(store: object) -> bool:

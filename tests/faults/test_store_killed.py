@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from msarch.settings import Settings
+from msarch.storage import MessageState, Store
 from msarch.testing.load import RoundtripLoad, kv_event_ids, metric, missing_keys
 from msarch.testing.stack import Stack, StackFactory, wait_for, ws_frames
 from tests.utils.batch_kill import kill_store_at_half_a_batch
@@ -40,9 +42,13 @@ async def test_store_killed_mid_stream_loses_no_roundtrip(
 
     async def kill_and_restart() -> None:
         await wait_for(lambda: len(load.confirmed) >= ROUNDTRIPS // 3, 120)
+        # Kill while the store holds messages it wrote but has not acked yet.
+        await wait_for(lambda: _written_not_forwarded(store, list(load.confirmed)[-64:]), 30, 0.002)
         await store_process.kill()
         # Only the store appends to the log: this is exactly what it wrote before dying.
         at_kill["events"] = await store.events.length()
+        # Written, not forwarded, so not acked: each one must come back to the restarted store.
+        at_kill["unacked_written"] = await _written_not_forwarded(store)
         at_kill["confirmed"] = len(load.confirmed)
         await asyncio.sleep(1.0)
         await stack.restart("store")
@@ -81,6 +87,7 @@ async def test_store_killed_mid_stream_loses_no_roundtrip(
         events=sum(events.values()),
         events_twice=sum(1 for n in events.values() if n > 1),
         redeliveries=redeliveries,
+        unacked_written_at_kill=at_kill["unacked_written"],
         ws_frames=len(pushed),
         ws_duplicates=duplicates,
         send_s=round(sent_s, 1),
@@ -90,7 +97,26 @@ async def test_store_killed_mid_stream_loses_no_roundtrip(
     assert set(events.values()) == {1}, "each roundtrip is in the event log exactly once"
     assert all(f["event_id"] for f in frames)
     assert duplicates == 0
-    assert redeliveries >= 0
+    # Every message the dead store had written but not acked came back, and nothing beyond
+    # what the broker let it hold unacked (prefetch; max_ack_pending on NATS).
+    assert at_kill["unacked_written"] > 0
+    assert at_kill["unacked_written"] <= redeliveries <= _max_unacked(stack.settings)
+
+
+async def _written_not_forwarded(store: Store, ids: list[str] | None = None) -> int:
+    """How many roundtrip messages (these, or all) the store logged but did not forward yet."""
+    if ids is None:
+        pattern = store.keys.message("*")
+        ids = [key[len(pattern) - 1 :] async for key in store.redis.scan_iter(pattern, 1000)]
+    pipe = store.redis.pipeline(transaction=False)
+    for message_id in ids:
+        pipe.hget(store.keys.message(message_id), "state")
+    return sum(1 for state in await pipe.execute() if state == MessageState.STORED)
+
+
+def _max_unacked(settings: Settings) -> int:
+    """How many messages the broker lets one consumer hold unacked (msarch.bus)."""
+    return settings.prefetch * (4 if settings.broker_url.startswith("nats") else 1)
 
 
 @pytest.mark.timeout(300)

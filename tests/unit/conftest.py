@@ -1,7 +1,10 @@
-"""Unit fixtures: a private namespace in Redis db 9, and the real handlers on a TestRabbitBroker.
+"""Unit fixtures: a private namespace in Redis db 9, and the real handlers on FastStream's
+test brokers.
 
 No service process runs here. Redis is the real server (the Lua scripts are
-the code under test); the broker is FastStream's in-memory TestRabbitBroker.
+the code under test); the broker is FastStream's in-memory TestRabbitBroker or
+TestNatsBroker (tests/utils/broker.py: in_memory): a handler test takes the
+`backend` fixture (tests/conftest.py) and runs once per backend.
 Only keys under the test's own namespace are ever deleted, found with SCAN.
 """
 
@@ -18,8 +21,9 @@ from msarch.storage import Store
 from msarch.testing.isolation import TEST_REDIS_URL, delete_keys, new_namespace
 from tests.utils.fixture_api import RuntimeFactory, StoreFactory
 
-# Unit tests run the RabbitMQ bus on TestRabbitBroker: nothing connects to this URL.
+# Unit tests run the bus on FastStream's test brokers: nothing connects to these URLs.
 RABBIT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+BROKER_URLS = {"rabbit": RABBIT_URL, "nats": "nats://127.0.0.1:4222"}
 
 
 @pytest.fixture
@@ -53,13 +57,17 @@ def fresh_store(store: Store, namespace: str) -> StoreFactory:
 
 @pytest.fixture
 def make_runtime(unit_settings: Settings, store: Store) -> RuntimeFactory:
-    """Runtime(service) as create_service builds it (its dependencies too), nothing connected."""
+    """Runtime(service) as create_service builds it (its dependencies too), nothing connected,
+    on the bus of `backend` ('rabbit' or 'nats')."""
 
-    def make(service: str, dependencies: Sequence[type[Any]] = ()) -> Runtime:
-        bus = create_bus(unit_settings, service=service)
+    def make(
+        service: str, dependencies: Sequence[type[Any]] = (), *, backend: str = "rabbit"
+    ) -> Runtime:
+        settings = unit_settings.model_copy(update={"broker_url": BROKER_URLS[backend]})
+        bus = create_bus(settings, service=service)
         return Runtime(
             name=service,
-            settings=unit_settings,
+            settings=settings,
             bus=bus,
             store=store,
             dependencies={kind: kind() for kind in dependencies},

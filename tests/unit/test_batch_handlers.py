@@ -1,42 +1,39 @@
-"""The batch service's `batch_reply` subscriber and its waiters, on TestRabbitBroker."""
+"""The batch service's `batch_reply` subscriber and its waiters, on TestRabbitBroker and
+TestNatsBroker (each subscriber test runs once per backend)."""
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 from uuid import uuid4
 
 import pytest
-from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, TestRabbitBroker
 
 from apps.batch.handlers import subscribe
 from apps.batch.waiters import Waiters
 from msarch import channels
-from msarch.bus import Bus
 from msarch.messages import BatchReply, BatchStatus
+from tests.utils.broker import InMemoryBroker, in_memory
 from tests.utils.fixture_api import RuntimeFactory
 
 
 @dataclass
 class BatchReplies:
-    """The batch service's subscriber on a TestRabbitBroker, and its Waiters."""
+    """The batch service's subscriber on FastStream's test broker, and its Waiters."""
 
-    bus: Bus[Any]
-    broker: RabbitBroker
+    wire: InMemoryBroker
     waiters: Waiters
 
 
 @pytest.fixture
-async def replies(make_runtime: RuntimeFactory) -> AsyncIterator[BatchReplies]:
-    runtime = make_runtime("batch", [Waiters])
+async def replies(make_runtime: RuntimeFactory, backend: str) -> AsyncIterator[BatchReplies]:
+    runtime = make_runtime("batch", [Waiters], backend=backend)
     subscribe(runtime)
-    async with TestRabbitBroker(runtime.bus.broker) as broker:
-        yield BatchReplies(runtime.bus, broker, runtime.dependency(Waiters))
+    async with in_memory(runtime.bus) as wire:
+        yield BatchReplies(wire, runtime.dependency(Waiters))
 
 
 async def _reply(replies: BatchReplies, reply: BatchReply | Mapping[str, object]) -> None:
-    exchange = RabbitExchange(replies.bus.name(channels.BATCH_REPLY), type=ExchangeType.FANOUT)
-    await replies.broker.publish(reply, exchange=exchange)
+    await replies.wire.send(channels.BATCH_REPLY, reply)
 
 
 async def test_a_final_reply_wakes_the_request_waiting_for_it(replies: BatchReplies) -> None:

@@ -1,11 +1,12 @@
-"""The store's handlers (apps.store.handlers) on FastStream's TestRabbitBroker and the real Redis.
+"""The store's handlers (apps.store.handlers) on FastStream's TestRabbitBroker and
+TestNatsBroker, and the real Redis: every test runs once per backend.
 
 The handlers are the real ones, built as the service builds them; messages go in
 on the namespaced channel names and what the store publishes onward is caught by
-subscribers on the broadcast exchanges and on the dead-letter queues.
+subscribers of the test's own on the broadcast channels and on the dead letters.
 
-TestRabbitBroker delivers each message once, in the publisher's task: it does
-not redeliver, dead-letter by itself or persist. Where a test needs a
+FastStream's test brokers deliver each message once, in the publisher's task:
+they do not redeliver, dead-letter by themselves or persist. Where a test needs a
 redelivery it publishes the same message again, as the broker would.
 """
 
@@ -17,26 +18,19 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from faststream.rabbit import (
-    ExchangeType,
-    RabbitBroker,
-    RabbitExchange,
-    RabbitMessage,
-    RabbitQueue,
-    TestRabbitBroker,
-)
+from faststream.message import StreamMessage
 
 from apps.store import timeouts
 from apps.store.handlers import subscribe
 from apps.store.timeouts import sweep_stalled_batches
 from msarch import channels
-from msarch.bus import CHANNEL_HEADER, EVENT_ID_HEADER, REASON_HEADER, PublishError
-from msarch.bus.rabbit import RabbitBus
+from msarch.bus import CHANNEL_HEADER, EVENT_ID_HEADER, REASON_HEADER, Bus, PublishError
 from msarch.channels import Channel
 from msarch.events import EventType
 from msarch.messages import BatchItem, BatchReply, BatchStatus, KeyValue, item_of
 from msarch.service import Runtime
 from msarch.storage import MessageState, Store
+from tests.utils.broker import Incoming, InMemoryBroker, in_memory
 from tests.utils.fixture_api import RuntimeFactory
 
 
@@ -53,24 +47,29 @@ class Caught:
 @dataclass
 class StoreHarness:
     runtime: Runtime
-    broker: RabbitBroker
+    wire: InMemoryBroker
     forwarded: list[Caught] = field(default_factory=list)
     replies: list[Caught] = field(default_factory=list)
     dead: dict[str, list[Caught]] = field(default_factory=dict)
     replied: asyncio.Event = field(default_factory=asyncio.Event)
     fail_forwards: int = 0
-    """How many forward publishes fail next (the fanout exchange refusing them)."""
+    """How many forward publishes fail next (the broadcast refusing them)."""
 
     @property
-    def bus(self) -> RabbitBus:
-        return _rabbit(self.runtime)
+    def bus(self) -> Bus[Any]:
+        return self.runtime.bus
 
     @property
     def store(self) -> Store:
         return self.runtime.store
 
     async def send(self, channel: Channel, body: Any, **options: Any) -> None:
-        await self.broker.publish(body, queue=self.bus.name(channel), **options)
+        await self.wire.send(channel, body, **options)
+
+    def caught(self, body: Any, message: StreamMessage[Any]) -> Caught:
+        return Caught(
+            body, self.wire.message_id(message), message.correlation_id, dict(message.headers)
+        )
 
     def reply_statuses(self, batch_id: UUID) -> list[BatchStatus]:
         return [
@@ -80,57 +79,45 @@ class StoreHarness:
         ]
 
 
-def _rabbit(runtime: Runtime) -> RabbitBus:
-    assert isinstance(runtime.bus, RabbitBus), "unit tests run the RabbitMQ bus"
-    return runtime.bus
-
-
-def _catch(into: list[Caught], arrived: asyncio.Event | None = None) -> Callable[..., Any]:
-    async def caught(body: Any, message: RabbitMessage) -> None:
-        into.append(Caught(body, message.message_id, message.correlation_id, dict(message.headers)))
+def _catch(
+    box: StoreHarness, into: list[Caught], arrived: asyncio.Event | None = None
+) -> Callable[..., Any]:
+    async def caught(body: Any, message: Incoming) -> None:
+        into.append(box.caught(body, message))
         if arrived is not None:
             arrived.set()
 
     return caught
 
 
-def _listen(bus: RabbitBus, channel: Channel, into: list[Caught], arrived: asyncio.Event) -> None:
-    exchange = RabbitExchange(bus.name(channel), type=ExchangeType.FANOUT)
-    queue = RabbitQueue(f"{bus.name(channel)}.test-{uuid4().hex[:6]}", auto_delete=True)
-    bus.broker.subscriber(queue, exchange)(_catch(into, arrived))
-
-
 @pytest.fixture
-async def harness(make_runtime: RuntimeFactory) -> AsyncIterator[StoreHarness]:
-    runtime = make_runtime("store")
+async def harness(
+    make_runtime: RuntimeFactory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[StoreHarness]:
+    runtime = make_runtime("store", backend=backend)
     subscribe(runtime)
-    bus = _rabbit(runtime)
-    box = StoreHarness(runtime, bus.broker)
-    _listen(bus, channels.BATCH_REPLY, box.replies, box.replied)
+    box = StoreHarness(runtime, in_memory(runtime.bus))
+    box.wire.listen(channels.BATCH_REPLY, _catch(box, box.replies, box.replied))
 
-    forward_exchange = RabbitExchange(
-        bus.name(channels.FORWARD_ROUNDTRIP), type=ExchangeType.FANOUT
-    )
-    forward_queue = RabbitQueue(f"{bus.name(channels.FORWARD_ROUNDTRIP)}.test", auto_delete=True)
-
-    async def forwarded(body: Any, message: RabbitMessage) -> None:
-        if box.fail_forwards:
-            box.fail_forwards -= 1
-            raise ConnectionError("forward refused (simulated)")
-        box.forwarded.append(
-            Caught(body, message.message_id, message.correlation_id, dict(message.headers))
-        )
-
-    bus.broker.subscriber(forward_queue, forward_exchange)(forwarded)
-
+    box.wire.listen(channels.FORWARD_ROUNDTRIP, _catch(box, box.forwarded))
     for channel in (channels.EVENT, channels.BATCH):
         box.dead[channel.name] = []
-        bus.broker.subscriber(bus.dead_letter_queue(channel), bus.dead_exchange)(
-            _catch(box.dead[channel.name])
-        )
+        box.wire.listen_dead(channel, _catch(box, box.dead[channel.name]))
 
-    async with TestRabbitBroker(bus.broker) as broker:
-        box.broker = broker
+    broker = runtime.bus.broker
+    publish = broker.publish
+    forward = runtime.bus.name(channels.FORWARD_ROUNDTRIP)
+
+    async def refusing(message: Any, *args: Any, **options: Any) -> Any:
+        # The broker refusing the publish: subject on NATS, fanout exchange on RabbitMQ.
+        target = options.get("subject") or getattr(options.get("exchange"), "name", None)
+        if target == forward and box.fail_forwards:
+            box.fail_forwards -= 1
+            raise ConnectionError("forward refused (simulated)")
+        return await publish(message, *args, **options)
+
+    async with box.wire:
+        monkeypatch.setattr(broker, "publish", refusing)
         yield box
 
 
@@ -203,9 +190,7 @@ async def test_a_handler_failing_at_the_delivery_limit_is_dead_lettered(
     kv = KeyValue(key="k", value="v")
     limit = harness.runtime.settings.delivery_limit
     harness.fail_forwards = 1
-    await harness.send(
-        channels.EVENT, kv, message_id=str(kv.id), headers={"x-delivery-count": limit - 1}
-    )
+    await harness.send(channels.EVENT, kv, message_id=str(kv.id), delivery=limit)
     (dead,) = harness.dead["event"]
     assert KeyValue.model_validate(dead.body) == kv
     assert dead.headers[REASON_HEADER].startswith(f"handler failed {limit} times")

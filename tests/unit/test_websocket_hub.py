@@ -7,7 +7,6 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi import WebSocket, WebSocketDisconnect
-from faststream.rabbit import ExchangeType, RabbitExchange, TestRabbitBroker
 
 from apps.websocket import hub as hub_module
 from apps.websocket.handlers import frame_of, subscribe
@@ -20,6 +19,7 @@ from msarch.problems import PROBLEM_JSON
 from msarch.service import Runtime, create_service
 from msarch.settings import Settings
 from msarch.storage import Store
+from tests.utils.broker import in_memory
 from tests.utils.fixture_api import RuntimeFactory
 
 
@@ -310,23 +310,21 @@ async def test_bad_event_queries_are_422_problems(
 
 
 async def test_a_forwarded_key_value_reaches_the_clients_once_with_its_event_id(
-    runtime: Runtime,
+    make_runtime: RuntimeFactory, backend: str
 ) -> None:
+    runtime = make_runtime("websocket", [Hub], backend=backend)
     hub = runtime.dependency(Hub)
     subscribe(runtime)
-    exchange = RabbitExchange(
-        runtime.bus.name(channels.FORWARD_ROUNDTRIP), type=ExchangeType.FANOUT
-    )
     sockets = [FakeSocket(), FakeSocket()]
     clients = [hub.join(_ws(s), catching_up=False) for s in sockets]
     kv = KeyValue(key="ключ 🔑", value="\u200fשלום\x00 e\u0301")
     event_id = f"{1_700_000_000_000 + id(kv) % 1000}-{id(kv) % 97}"
     try:
-        async with TestRabbitBroker(runtime.bus.broker) as broker:
+        async with in_memory(runtime.bus) as wire:
             for _ in range(2):  # the second is a re-forward of the same event
-                await broker.publish(
+                await wire.send(
+                    channels.FORWARD_ROUNDTRIP,
                     kv,
-                    exchange=exchange,
                     message_id=str(kv.id),
                     headers={EVENT_ID_HEADER: event_id},
                 )

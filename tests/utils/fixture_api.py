@@ -13,9 +13,12 @@ StoreFactory = Callable[[], Store]
 
 
 class RuntimeFactory(Protocol):
-    """`make_runtime`: Runtime(service) as create_service builds it, nothing connected."""
+    """`make_runtime`: Runtime(service) as create_service builds it, nothing connected, on the
+    bus of `backend` ('rabbit' or 'nats')."""
 
-    def __call__(self, service: str, dependencies: Sequence[type[Any]] = ()) -> Runtime: ...
+    def __call__(
+        self, service: str, dependencies: Sequence[type[Any]] = (), *, backend: str = "rabbit"
+    ) -> Runtime: ...
 
 
 API_KEY = "e2e-secret-6f1c2d"

@@ -215,10 +215,10 @@ class NatsBus(Bus[NatsBroker]):
     async def dead_letter(
         self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
     ) -> None:
-        js = await self._jetstream()
-        await js.publish(
-            channel_name + DEAD_SUFFIX,
+        # FastStream's publish (PubAck awaited, as with js.publish): TestNatsBroker routes it too.
+        await self.broker.publish(
             body,
+            subject=channel_name + DEAD_SUFFIX,
             stream=self.dead.name,
             headers={
                 **{k: str(v) for k, v in headers.items() if k != MSG_ID},
