@@ -49,6 +49,18 @@ def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
         _fail(f"no answer from {url} in time")
 
 
+def _get_json(url: str, as_json: bool, **kwargs: Any) -> Any:
+    """GET a page of the API: its JSON body; printed as it is with --json (then None)."""
+    response = _request("GET", url, **kwargs)
+    if response.status_code != 200:
+        _problem(response)
+    body = response.json()
+    if as_json:
+        print(json.dumps(body))
+        return None
+    return body
+
+
 def _problem(response: httpx.Response) -> NoReturn:
     try:
         body = response.json()
@@ -122,14 +134,9 @@ def batch(
 @app.command()
 def batches(offset: int = 0, limit: int = 20, url: UrlOpt = None, as_json: JsonOpt = False) -> None:
     """List stored batches, newest first."""
-    response = _request(
-        "GET", f"{_gateway(url)}/api/batch/batchkeys", params={"offset": offset, "limit": limit}
-    )
-    if response.status_code != 200:
-        _problem(response)
-    ids = response.json()
-    if as_json:
-        print(json.dumps(ids))
+    params = {"offset": offset, "limit": limit}
+    ids = _get_json(f"{_gateway(url)}/api/batch/batchkeys", as_json, params=params)
+    if ids is None:
         return
     for batch_id in ids:
         out.print(batch_id)
@@ -149,14 +156,9 @@ def values(
     params: dict[str, int] = {"offset": offset}
     if limit is not None:
         params["limit"] = limit
-    response = _request(
-        "GET", f"{_gateway(url)}/api/batch/batchvalues/{batch_id}", params=params, timeout=120
-    )
-    if response.status_code != 200:
-        _problem(response)
-    items = response.json()
-    if as_json:
-        print(json.dumps(items))
+    address = f"{_gateway(url)}/api/batch/batchvalues/{batch_id}"
+    items = _get_json(address, as_json, params=params, timeout=120)
+    if items is None:
         return
     table = Table("#", "key", "value")
     for index, item in enumerate(items, start=offset):
@@ -212,12 +214,8 @@ def events(
     params: dict[str, str | int] = {"limit": limit}
     if after:
         params["after"] = after
-    response = _request("GET", f"{_gateway(url)}/api/events", params=params)
-    if response.status_code != 200:
-        _problem(response)
-    page = response.json()
-    if as_json:
-        print(json.dumps(page))
+    page = _get_json(f"{_gateway(url)}/api/events", as_json, params=params)
+    if page is None:
         return
     table = Table("event id", "type", "time", "payload")
     for event in page["events"]:
