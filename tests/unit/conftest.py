@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from msarch.bus import create_bus
-from msarch.service import Runtime
+from msarch.service import Messaging, Runtime, build_runtime
 from msarch.settings import Settings
 from msarch.storage import Store
 from msarch.testing.isolation import TEST_REDIS_URL, delete_keys, new_namespace
@@ -64,13 +63,6 @@ def make_runtime(unit_settings: Settings, store: Store) -> RuntimeFactory:
         service: str, dependencies: Sequence[type[Any]] = (), *, backend: str = "rabbit"
     ) -> Runtime:
         settings = unit_settings.model_copy(update={"broker_url": BROKER_URLS[backend]})
-        bus = create_bus(settings, service=service)
-        return Runtime(
-            name=service,
-            settings=settings,
-            bus=bus,
-            store=store,
-            dependencies={kind: kind() for kind in dependencies},
-        )
+        return build_runtime(Messaging(service, dependencies=dependencies), settings, store)
 
     return make
