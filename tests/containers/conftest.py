@@ -1,4 +1,5 @@
-"""The container suite: one private compose project of the local stack, shared by its tests.
+"""The container suite: private compose projects of the local stack (RabbitMQ, the default,
+shared by the tests of test_compose_stack.py; NATS, the `nats` profile, for its own module).
 
 Needs a Docker engine (`just test` starts one: tests/prepare.sh); without one the suite fails
 and says what is missing, it never skips. The stack is built from the local images
@@ -12,8 +13,7 @@ import pytest
 from tests.utils.compose import ComposeStack, run
 
 
-@pytest.fixture(scope="session")
-async def compose_stack() -> AsyncIterator[ComposeStack]:
+async def running_compose(stack: ComposeStack) -> AsyncIterator[ComposeStack]:
     try:
         await run("docker", "info", timeout_s=30)
     except (OSError, RuntimeError) as exc:
@@ -22,9 +22,24 @@ async def compose_stack() -> AsyncIterator[ComposeStack]:
             "`just test` installs and starts one (tests/prepare.sh), or run infra/local/engine.sh",
             pytrace=False,
         )
-    stack = ComposeStack()
     try:
         await stack.up()
         yield stack
     finally:
         await stack.down()
+
+
+@pytest.fixture(scope="session")
+async def compose_stack() -> AsyncIterator[ComposeStack]:
+    """compose.yaml as it is: RabbitMQ."""
+    async for stack in running_compose(ComposeStack()):
+        yield stack
+
+
+@pytest.fixture(scope="module")
+async def nats_compose_stack() -> AsyncIterator[ComposeStack]:
+    """compose.yaml with the `nats` profile, every service on NATS JetStream."""
+    async for stack in running_compose(
+        ComposeStack(broker_url="nats://nats:4222", profiles=("nats",))
+    ):
+        yield stack

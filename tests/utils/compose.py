@@ -55,6 +55,10 @@ class ComposeStack:
     gateway_port: int = field(default_factory=free_port)
     consul_port: int = field(default_factory=free_port)
     rabbitmq_ui_port: int = field(default_factory=free_port)
+    broker_url: str | None = None
+    """MSARCH_COMPOSE_BROKER_URL: None for compose.yaml's RabbitMQ; nats://nats:4222 for NATS."""
+    profiles: tuple[str, ...] = ()
+    """Compose profiles to start as well (COMPOSE_PROFILES), e.g. ("nats",)."""
     up_s: float = 0.0
     """How long `compose.sh up` took: images checked or built, stack started, gateway healthy."""
 
@@ -65,6 +69,8 @@ class ComposeStack:
             "MSARCH_COMPOSE_GATEWAY_PORT": str(self.gateway_port),
             "MSARCH_COMPOSE_CONSUL_PORT": str(self.consul_port),
             "MSARCH_COMPOSE_RABBITMQ_UI_PORT": str(self.rabbitmq_ui_port),
+            "COMPOSE_PROFILES": ",".join(self.profiles),
+            **({"MSARCH_COMPOSE_BROKER_URL": self.broker_url} if self.broker_url else {}),
         }
 
     @property
