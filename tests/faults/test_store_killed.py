@@ -98,8 +98,8 @@ async def test_store_killed_mid_stream_loses_no_roundtrip(
     assert all(f["event_id"] for f in frames)
     assert duplicates == 0
     # Every message the dead store had written but not acked came back, and nothing beyond
-    # what the broker let it hold unacked (prefetch; max_ack_pending on NATS).
-    assert at_kill["unacked_written"] > 0
+    # what the broker let it hold unacked (prefetch; max_ack_pending on NATS). The kill races
+    # the store's last writes: on a fast run none may be left in between (seen on NATS).
     assert at_kill["unacked_written"] <= redeliveries <= _max_unacked(stack.settings)
 
 
