@@ -14,8 +14,9 @@ if [ ! -x /usr/bin/chromium ]; then
         exit 1
     fi
     echo "msarch tests: installing Debian's chromium for the browser tests"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    log=/var/log/msarch-apt.log  # apt's chatter goes here; shown when it fails
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+        >"$log" 2>&1 || { tail -n 20 "$log" >&2; exit 1; }
 fi
 
 infra/local/engine.sh

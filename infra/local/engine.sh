@@ -15,14 +15,19 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
         || fail "missing ${missing[*]} (Debian packages); install them as root: apt-get install ${missing[*]}"
     say "installing ${missing[*]} from Debian's packages"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    log=/var/log/msarch-apt.log  # apt's chatter goes here; shown when it fails
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } \
+        >"$log" 2>&1 || { tail -n 20 "$log" >&2; exit 1; }
 fi
 
 if docker info >/dev/null 2>&1; then
     exit 0
 fi
-[ "$(id -u)" = 0 ] || fail "no Docker engine answers and only root can start one here: start dockerd"
+if [ "$(id -u)" != 0 ]; then
+    [ -S /var/run/docker.sock ] \
+        && fail "the Docker engine does not answer $(id -un) ($(docker info 2>&1 | tail -n 1)): join the docker group or run as root"
+    fail "no Docker engine answers and only root can start one here: start dockerd"
+fi
 log=/var/log/msarch-dockerd.log
 say "starting the Docker engine (dockerd in the background, log in $log)"
 nohup dockerd >"$log" 2>&1 &
