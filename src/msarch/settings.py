@@ -66,10 +66,11 @@ def get_settings() -> Settings:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for what is printed or logged (MSARCH_*_URL may hold one)."""
+    """The URL without its password, for what is printed or logged (MSARCH_*_URL may hold one).
+    Credentials with no colon are a token (nats://TOKEN@host): hidden whole."""
     scheme, sep, rest = url.partition("://")
     if "@" in rest:
         credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}{sep}{user}:***@{host}"
+        user, colon, _ = credentials.partition(":")
+        return f"{scheme}{sep}{user}:***@{host}" if colon else f"{scheme}{sep}***@{host}"
     return url

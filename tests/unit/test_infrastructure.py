@@ -18,6 +18,7 @@ from msarch.testing.isolation import free_port
         ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("nats://127.0.0.1:4222", "nats://127.0.0.1:4222"),
+        ("nats://s3cr3t-token@nats:4222", "nats://***@nats:4222"),
     ],
 )
 def test_a_password_is_never_shown(url: str, shown: str) -> None:
