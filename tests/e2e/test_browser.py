@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -322,15 +323,23 @@ async def test_event_log_view_shows_the_events_and_pages_with_next_after(
             answer = await http.post("/api/roundtrip", json={"key": key, "value": f"value {i}"})
             assert answer.status_code == 202, answer.text
 
+        log_tail: list[dict[str, Any]] = []
+
         async def all_stored() -> bool:
             params: dict[str, str | int] = {"limit": 1000}
             if start:
                 params["after"] = start
             page = (await http.get("/api/events", params=params)).json()
             stored = {e["payload"]["key"] for e in page["events"] if e["type"] == "KeyValueStored"}
+            log_tail[:] = page["events"]
             return stored >= set(keys)
 
         await wait_for(all_stored, 20)
+        # The store handles messages concurrently: the three roundtrips may be appended in any
+        # order, so the newest event is whichever of them came last, not necessarily keys[-1].
+        newest = log_tail[-1]
+        assert newest["type"] == "KeyValueStored"
+        assert newest["payload"]["key"] in keys
 
     offline = Offline()
     context = await offline.open(browser)
@@ -363,7 +372,8 @@ async def test_event_log_view_shows_the_events_and_pages_with_next_after(
             row = rows.filter(has_text=key)
             await expect(row).to_have_attribute("data-type", "KeyValueStored")
             await expect(row.locator(".event-summary")).to_have_text(f"{key} = value {i}")
-        await expect(rows.last).to_contain_text(keys[-1])
+        await expect(rows.last).to_have_attribute("data-event-id", newest["id"])
+        await expect(rows.last).to_contain_text(newest["payload"]["key"])
         requested = rows.filter(has_text=f"batch {small} · size 5")
         await expect(requested.first).to_have_attribute("data-type", "BatchRequested")
         await expect(rows.filter(has_text=f"batch {small} · size 5 · Done")).to_have_attribute(
