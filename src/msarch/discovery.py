@@ -13,12 +13,13 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import consul  # type: ignore[import-untyped]
 import requests
 
 import msarch
+from msarch.embedded import LOCAL_HOSTS
 from msarch.settings import Settings
 
 log = logging.getLogger("msarch.discovery")
@@ -84,7 +85,6 @@ class Registration:
 
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def advertised_host(settings: Settings) -> str:
@@ -101,9 +101,14 @@ def advertised_host(settings: Settings) -> str:
     return address_towards(settings.consul_url or "")
 
 
+def consul_address(url: str) -> SplitResult:
+    """MSARCH_CONSUL_URL split, with or without its scheme (`consul:8500` means http)."""
+    return urlsplit(url if "//" in url else f"http://{url}")
+
+
 def address_towards(url: str) -> str:
     """The local address of the route to url's host (no packet is sent: a UDP connect)."""
-    parts = urlsplit(url if "//" in url else f"http://{url}")
+    parts = consul_address(url)
     host, port = parts.hostname, parts.port or 8500
     with contextlib.suppress(OSError):
         if host:
@@ -119,8 +124,8 @@ def address_towards(url: str) -> str:
 
 def unreachable_reason(registration: "Registration", consul_url: str) -> str | None:
     """Why Consul at consul_url cannot reach what this registration advertises, if it cannot."""
-    consul_host = urlsplit(consul_url if "//" in consul_url else f"http://{consul_url}").hostname
-    if registration.address in LOOPBACK_HOSTS and consul_host not in LOOPBACK_HOSTS:
+    consul_host = consul_address(consul_url).hostname
+    if registration.address in LOCAL_HOSTS and consul_host not in LOCAL_HOSTS:
         return (
             f"{registration.id} advertises {registration.address}, a loopback address, but "
             f"Consul at {consul_url} runs elsewhere: its health checks and the gateway "
@@ -149,7 +154,7 @@ class ConsulClient:
     """The few Consul calls msarch makes, typed, off the event loop, failing one way."""
 
     def __init__(self, url: str, timeout_s: float = CONSUL_TIMEOUT_S) -> None:
-        parts = urlsplit(url if "//" in url else f"http://{url}")
+        parts = consul_address(url)
         self.url = url
         self._consul = consul.Consul(
             host=parts.hostname or "127.0.0.1",
