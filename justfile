@@ -28,7 +28,7 @@ fmt:
     {{bin}}/ruff format src apps tests bench
     {{bin}}/ruff check --fix src apps tests bench
 
-# every test: lint, unit, integration, end to end, faults, containers, k8s manifests
+# every test: lint, unit, integration, end to end, faults, containers, clusters, k8s manifests
 test *args: lint
     tests/prepare.sh
     {{bin}}/pytest {{args}}
@@ -47,15 +47,15 @@ docs:
     @echo "AsyncAPI: http://127.0.0.1:8000/docs/asyncapi"
     -xdg-open http://127.0.0.1:8000/docs 2>/dev/null || true
 
-# the whole stack in containers with the upstream images (Docker with the compose plugin)
-compose-up:
-    docker compose -p msarch -f infra/compose.yaml up --build -d
+# the whole stack in containers with the upstream images (Docker with the compose plugin); `cluster`: clustered engines, two of each service
+compose-up stack="single":
+    docker compose -p msarch -f infra/compose{{ if stack == "cluster" { ".cluster" } else { "" } }}.yaml up --build -d
 
-# the same stack with every image built here from Debian's packages and PyPI (no registry)
-compose-local:
-    infra/local/compose.sh up
+# the same stack with every image built here from Debian's packages and PyPI (no registry); `cluster`: the cluster stack
+compose-local stack="single":
+    infra/local/compose.sh up {{stack}}
 
-# stop and remove the container stack (volumes kept: `infra/local/compose.sh down -v` drops them)
+# stop and remove the container stack, single or cluster (volumes kept: `infra/local/compose.sh down -v` drops them)
 compose-down:
     infra/local/compose.sh down
 
@@ -63,6 +63,11 @@ compose-down:
 containers *args:
     tests/prepare.sh
     {{bin}}/pytest tests/containers {{args}}
+
+# the cluster suite alone: node loss, partitions, Redis failover on three-node clusters (also part of `just test`)
+clusters *args:
+    tests/prepare.sh
+    {{bin}}/pytest tests/clusters {{args}}
 
 # the fault-injection suite alone (also part of `just test`)
 faults *args:

@@ -76,6 +76,8 @@ async def describe_machine() -> dict[str, Any]:
     )
     return {
         "nproc": os.cpu_count(),
+        # 1, 5 and 15-minute load averages when the run started (each benchmark may add its own)
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpu": _cpu_model(),
         "memory": _free_g(),
         "python": platform.python_version(),

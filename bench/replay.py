@@ -13,7 +13,7 @@ from msarch.testing.stack import Stack
 async def bench_replay(stack: Stack, backend: str) -> dict[str, Any]:
     live = stack.store()
     # Under the run's namespace, so the run's cleanup deletes it whatever happens.
-    scratch = Store.from_url(stack.settings.redis_url, f"{stack.settings.namespace}replay-")
+    scratch = Store.from_settings(stack.settings, namespace=f"{stack.settings.namespace}replay-")
     try:
         events = await events_length(live)
         started = time.perf_counter()

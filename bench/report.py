@@ -1,6 +1,7 @@
 """Printing tables, and keeping the figures as JSON under bench/results/."""
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -22,6 +23,13 @@ def print_table(
     print(line)
     for row in cells:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def ratio_text(baseline: float, value: float) -> str:
+    """value / baseline as "1.23x"; "n/a" when either is missing or the baseline is 0."""
+    if not (math.isfinite(baseline) and math.isfinite(value)) or baseline == 0:
+        return "n/a"
+    return f"{value / baseline:.2f}x"
 
 
 def _cell(value: object) -> str:

@@ -60,11 +60,17 @@ async def _load_phase(
 
 async def websocket_latency(stack: Stack, samples: int) -> dict[str, Any]:
     """POST one roundtrip at a time through the gateway; time its 202 and its websocket frame."""
+    return await frame_latency(stack.settings.host, stack.settings.gateway_port, samples)
+
+
+async def frame_latency(host: str, port: int, samples: int) -> dict[str, Any]:
+    """POST one roundtrip at a time to the gateway at host:port, with a client connected to
+    its /ws; time each 202 and the frame of that id."""
     arrivals: dict[str, float] = {}
     frame_came = asyncio.Event()
     post_s: list[float] = []
     frame_s: list[float] = []
-    connection = KeepAliveConnection(stack.settings.host, stack.settings.gateway_port)
+    connection = KeepAliveConnection(host, port)
 
     async def read_frames(socket: websockets.ClientConnection) -> None:
         async for frame in socket:
@@ -73,7 +79,7 @@ async def websocket_latency(stack: Stack, samples: int) -> dict[str, Any]:
                 arrivals[str(frame_id)] = time.perf_counter()
                 frame_came.set()
 
-    async with websockets.connect(stack.ws_url, open_timeout=10) as socket:
+    async with websockets.connect(f"ws://{host}:{port}/ws", open_timeout=10) as socket:
         reader = asyncio.create_task(read_frames(socket))
         try:
             await asyncio.sleep(0.2)  # the hub registers the client after the handshake

@@ -7,6 +7,7 @@ exit, Ctrl-C and errors included.
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from msarch.settings import Settings
 from msarch.testing.isolation import BACKENDS, isolated_settings, new_namespace
@@ -32,14 +33,18 @@ def bench_settings(backend: str) -> Settings:
 
 
 @asynccontextmanager
-async def bench_stack(backend: str) -> AsyncIterator[Stack]:
-    """The five services on free loopback ports, stopped and deleted on any exit."""
+async def bench_stack(backend: str, **overrides: Any) -> AsyncIterator[Stack]:
+    """The five services on free loopback ports, stopped and deleted on any exit;
+    `overrides` are running_stack's (a printer, Settings fields)."""
     async with running_stack(
         backend,
-        namespace=new_namespace(NAMESPACE_PREFIX),
-        stop_timeout_s=STOP_TIMEOUT_S,
-        batch_timeout_s=BATCH_TIMEOUT_S,
-        log_level=LOG_LEVEL,
+        **{
+            "namespace": new_namespace(NAMESPACE_PREFIX),
+            "stop_timeout_s": STOP_TIMEOUT_S,
+            "batch_timeout_s": BATCH_TIMEOUT_S,
+            "log_level": LOG_LEVEL,
+            **overrides,
+        },
     ) as stack:
         if stack.settings.host != "127.0.0.1":
             raise RuntimeError("benchmarks run on loopback only")

@@ -27,6 +27,38 @@ def _lines(figures: dict[str, Any]) -> list[str]:
                 f"RSS +{rss['batch']['delta_mib']} MiB batch, "
                 f"+{rss['store']['delta_mib']} MiB store"
             )
+    if limit := figures.get("rate_limit"):
+        lines.append(
+            f"rate limit: gateway CPU {limit['on']['gateway_cpu_ms_per_request']} ms/request "
+            f"with it vs {limit['off']['gateway_cpu_ms_per_request']} ms without "
+            f"({limit['cpu_ratio_on_off']}x)"
+        )
+    if wait := figures.get("wait"):
+        base, waited = wait["wait_0"], wait["wait_1"]
+        lines.append(
+            f"wait: store_key_value p50 {waited['p50_ms']} ms p99 {waited['p99_ms']} ms with "
+            f"WAIT 1 vs p50 {base['p50_ms']} ms p99 {base['p99_ms']} ms on the primary's word "
+            f"({wait['p50_ratio']}x)"
+        )
+    if ceiling := figures.get("log_ceiling"):
+        top = ceiling["max_events_per_s"]
+        lines.append(
+            f"log ceiling: store_key_value {top['python_alone']:,.0f} events/s from one Python "
+            f"client ({top['python_wait_1']:,.0f} with WAIT 1), {top['c_client_alone']:,.0f} "
+            f"from redis-benchmark ({top['c_client_replica']:,.0f} feeding a replica)"
+        )
+    for cluster in (figures.get("cluster"), figures.get("cluster_nats")):
+        if not cluster:
+            continue
+        single, three = cluster["single"], cluster["cluster"]
+        lines.append(
+            f"cluster vs single ({cluster['backend']}): confirms pipelined "
+            f"{three['confirms']['pipelined_msgs_per_s']:,.0f} vs "
+            f"{single['confirms']['pipelined_msgs_per_s']:,.0f} msgs/s, websocket p50 "
+            f"{three['frame_latency']['p50_ms']} vs {single['frame_latency']['p50_ms']} ms, batch "
+            f"{three['batch']['items_per_s_median']:,.0f} vs "
+            f"{single['batch']['items_per_s_median']:,.0f} items/s"
+        )
     if replay := figures.get("replay"):
         lines.append(
             f"replay: {replay['events']:,} events in {replay['seconds']} s "

@@ -5,9 +5,11 @@ cannot set headers on a websocket) as ?api_key=. /health, /metrics, / and the
 docs stay open.
 """
 
+import hashlib
 import hmac
 
 from fastapi import Request, WebSocket
+from starlette.requests import HTTPConnection
 
 from apps.gateway.deps import SettingsDep
 from msarch.problems import Problem
@@ -37,3 +39,11 @@ async def require_api_key(request: Request, settings: SettingsDep) -> None:
 def websocket_authorized(socket: WebSocket, expected: str | None) -> bool:
     presented = socket.query_params.get(API_KEY_QUERY) or socket.headers.get(API_KEY_HEADER)
     return is_authorized(expected, presented)
+
+
+def client_of(connection: HTTPConnection) -> str:
+    """Who a budget belongs to: the API key sent (hashed), else the client's address."""
+    key = connection.headers.get(API_KEY_HEADER) or connection.query_params.get(API_KEY_QUERY)
+    if key:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+    return "addr:" + (connection.client.host if connection.client else "unknown")

@@ -3,11 +3,10 @@
 The gateway is not a create_service service (no bus, no store of its own):
 `Gateway` is its runtime, built once by create_gateway, its HTTP client opened
 by the lifespan. app.state holds only the Gateway; routes ask for the part
-they need (SettingsDep, ClientDep, UpstreamsDep, RoutesDep), and a test can
-build a Gateway of its own.
+they need (SettingsDep, ClientDep, UpstreamsDep, ConfigDep, LimiterDep), and a test
+can build a Gateway of its own.
 """
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -15,7 +14,9 @@ import aiohttp
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
-from apps.gateway.upstreams import Route, Upstreams
+from apps.gateway.config import GatewayConfig
+from apps.gateway.rate_limit import RateLimiter
+from apps.gateway.upstreams import Upstreams
 from msarch.settings import Settings
 
 
@@ -23,10 +24,12 @@ from msarch.settings import Settings
 class Gateway:
     settings: Settings
     upstreams: Upstreams
-    routes: Sequence[Route]
-    """The routing table, longest prefix first."""
+    config: GatewayConfig
+    """The routes and their policies."""
     client: aiohttp.ClientSession | None = None
     """The pooled HTTP client to the services; open only while the lifespan runs."""
+    limiter: RateLimiter | None = None
+    """The rate limits' Redis, while the lifespan runs; None when no route has a limit."""
 
 
 def _gateway(connection: HTTPConnection) -> Gateway:
@@ -51,11 +54,16 @@ def _upstreams(gateway: GatewayDep) -> Upstreams:
     return gateway.upstreams
 
 
-def _routes(gateway: GatewayDep) -> Sequence[Route]:
-    return gateway.routes
+def _config(gateway: GatewayDep) -> GatewayConfig:
+    return gateway.config
+
+
+def _limiter(gateway: GatewayDep) -> RateLimiter | None:
+    return gateway.limiter
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ClientDep = Annotated[aiohttp.ClientSession, Depends(_client)]
 UpstreamsDep = Annotated[Upstreams, Depends(_upstreams)]
-RoutesDep = Annotated[Sequence[Route], Depends(_routes)]
+ConfigDep = Annotated[GatewayConfig, Depends(_config)]
+LimiterDep = Annotated[RateLimiter | None, Depends(_limiter)]

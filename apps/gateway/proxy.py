@@ -6,13 +6,19 @@ per proxied request, aiohttp 1.4 ms (docs/benchmarks.md).
 Each request goes to the next instance in round-robin order; one that cannot be
 connected to is marked (its circuit breaker counts it) and the next is tried,
 which is safe because nothing was sent. An upstream that does not answer in
-time, or no instance left to try, gives 503 problem+json with Retry-After:
-never a 500, never a hang.
+time, or no instance left to try, gives 503 problem+json with Retry-After;
+anything else that goes wrong on the way is a 502 problem+json naming the
+request id: never a 500, never a hang, never a dropped connection.
+
+The path and query go upstream as the client sent them, still percent-encoded:
+decoding them here would hand the upstream request line whatever bytes the
+client encoded (a NUL, a CR), and encoding them again could change their meaning.
 """
 
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
@@ -25,9 +31,10 @@ from websockets.exceptions import ConnectionClosed
 from yarl import URL
 
 from apps.gateway.api_key import API_KEY_HEADER, API_KEY_QUERY
-from apps.gateway.upstreams import Route, Upstreams
+from apps.gateway.config import Route
+from apps.gateway.upstreams import Upstreams
 from msarch.observability import REQUEST_ID_HEADER, request_id
-from msarch.problems import unavailable
+from msarch.problems import problem_response, unavailable
 
 log = logging.getLogger("msarch.gateway")
 
@@ -48,6 +55,24 @@ _HOP = {
 # Set by the gateway's own server on the way out.
 _OWN = {"date", "server", REQUEST_ID_HEADER}
 CONNECT_TIMEOUT_S = 2.0
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
+"""A request target the gateway forwards: printable ASCII, other bytes percent-encoded."""
+
+
+class BadTarget(Exception):
+    """The request's path or query holds bytes that are not percent-encoded."""
+
+
+def upstream_target(request: Request) -> str:
+    """The path and query to send upstream: the client's own bytes, never decoded."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    target = path + b"?" + query if query else path
+    if not _TARGET.fullmatch(target):
+        raise BadTarget(
+            "the path and query must be printable ASCII: percent-encode every other byte"
+        )
+    return target.decode("ascii")
 
 
 def _forward_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -61,20 +86,32 @@ def _forward_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]
 async def proxy_http(
     request: Request, route: Route, upstreams: Upstreams, session: aiohttp.ClientSession
 ) -> Response:
-    headers = _forward_headers(request.headers.raw)
-    headers.append((REQUEST_ID_HEADER, request_id.get() or ""))
+    try:
+        target = upstream_target(request)
+    except BadTarget as exc:
+        return problem_response(400, "Bad Request", str(exc))
     # Bodies are bounded by BodyLimit; holding one lets it go to a second instance.
     body = await request.body()
+    if len(body) > route.body_limit_bytes:
+        return problem_response(
+            413,
+            "Payload Too Large",
+            f"{route.prefix} takes bodies of up to {route.body_limit_bytes} bytes",
+        )
+    headers = _forward_headers(request.headers.raw)
+    headers.append((REQUEST_ID_HEADER, request_id.get() or ""))
     timeout = aiohttp.ClientTimeout(total=route.timeout_s, sock_connect=CONNECT_TIMEOUT_S)
-    query = request.url.query
-    for base in upstreams.candidates(route.service):
-        if not upstreams.allows(base):
+    refused = 0
+    for base in upstreams.candidates(route.service, route):
+        if not upstreams.allows(base, route):
             continue
-        url = URL(base + request.url.path + (f"?{query}" if query else ""), encoded=True)
+        if route.retries is not None and refused > route.retries:
+            break
+        upstreams.started(base)
         try:
             upstream = await session.request(
                 request.method,
-                url,
+                URL(base + target, encoded=True),
                 headers=headers,
                 data=body,
                 timeout=timeout,
@@ -82,21 +119,36 @@ async def proxy_http(
             )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Nothing was sent: safe to try the next instance.
-            upstreams.failed(base, f"{route.service} at {base}: {exc!r}")
+            upstreams.finished(base)
+            upstreams.failed(base, f"{route.service} at {base}: {exc!r}", route)
+            refused += 1
             continue
         except TimeoutError:
-            upstreams.failed(base, f"{route.service} at {base} timed out")
+            upstreams.finished(base)
+            upstreams.failed(base, f"{route.service} at {base} timed out", route)
             log.warning("upstream timed out", extra={"upstream": route.service, "url": base})
             return unavailable(f"{route.service} did not answer within {route.timeout_s:g} s")
         except aiohttp.ClientError as exc:
             # The request may have arrived: repeating it could do it twice.
-            upstreams.failed(base, f"{route.service} at {base}: {exc!r}")
+            upstreams.finished(base)
+            upstreams.failed(base, f"{route.service} at {base}: {exc!r}", route)
             log.warning("upstream broke off", extra={"upstream": route.service, "error": repr(exc)})
             return unavailable(f"{route.service} is unreachable")
+        except Exception as exc:  # whatever else breaks on the way: the gateway's fault, said so
+            upstreams.finished(base)
+            log.exception("proxying failed", extra={"upstream": route.service})
+            return _bad_gateway(
+                f"the gateway could not forward the request to {route.service}: {exc!r}"
+            )
         if upstream.status >= 500:
-            upstreams.failed(base, f"{route.service} at {base} answered {upstream.status}")
+            upstreams.failed(base, f"{route.service} at {base} answered {upstream.status}", route)
         else:
-            upstreams.succeeded(base)
+            upstreams.succeeded(base, route)
+
+        def done(upstream: aiohttp.ClientResponse = upstream, base: str = base) -> None:
+            upstream.release()
+            upstreams.finished(base)
+
         return StreamingResponse(
             _relay(upstream),
             status_code=upstream.status,
@@ -105,16 +157,21 @@ async def proxy_http(
                 for k, v in upstream.headers.items()
                 if k.lower() not in _HOP and k.lower() not in _OWN
             },
-            background=BackgroundTask(upstream.release),
+            background=BackgroundTask(done),
         )
-    return _no_instance(route.service, upstreams)
+    return _no_instance(route, upstreams)
 
 
-def _no_instance(service: str, upstreams: Upstreams) -> Response:
-    log.warning("no healthy instance", extra={"upstream": service})
+def _bad_gateway(detail: str) -> Response:
+    rid = request_id.get()
+    return problem_response(502, "Bad Gateway", detail, request_id=rid)
+
+
+def _no_instance(route: Route, upstreams: Upstreams) -> Response:
+    log.warning("no healthy instance", extra={"upstream": route.service})
     return unavailable(
-        f"{service} is unreachable: no healthy instance is left",
-        retry_after_s=upstreams.retry_after_s(service),
+        f"{route.service} is unreachable: no healthy instance is left",
+        retry_after_s=upstreams.retry_after_s(route.service, route),
     )
 
 
@@ -127,11 +184,12 @@ async def _relay(upstream: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         log.warning("upstream broke off a response: %r", exc)
 
 
-async def proxy_websocket(client: WebSocket, upstreams: Upstreams, service: str) -> None:
+async def proxy_websocket(client: WebSocket, route: Route, upstreams: Upstreams) -> None:
+    service = route.service
     query = urlencode([(k, v) for k, v in client.query_params.multi_items() if k != API_KEY_QUERY])
     upstream: websockets.ClientConnection | None = None
-    for base in upstreams.candidates(service):
-        if not upstreams.allows(base):
+    for base in upstreams.candidates(service, route):
+        if not upstreams.allows(base, route):
             continue
         url = base.replace("http://", "ws://", 1) + client.url.path + (f"?{query}" if query else "")
         try:
@@ -141,9 +199,9 @@ async def proxy_websocket(client: WebSocket, upstreams: Upstreams, service: str)
                 additional_headers={REQUEST_ID_HEADER: request_id.get() or ""},
             )
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            upstreams.failed(base, f"{service} at {base}: {exc!r}")
+            upstreams.failed(base, f"{service} at {base}: {exc!r}", route)
             continue
-        upstreams.succeeded(base)
+        upstreams.succeeded(base, route)
         break
     if upstream is None:
         log.warning("no websocket upstream", extra={"upstream": service})

@@ -1,74 +1,68 @@
-"""Where each route goes: the routing table, and the instances of each service.
+"""The instances of each service, and what the gateway saw of each.
 
 StaticUpstreams: one address per service (MSARCH_<SERVICE>_PORT on MSARCH_HOST,
 or MSARCH_<SERVICE>_URL). ConsulUpstreams: the instances Consul lists as
 healthy, re-read every MSARCH_DISCOVERY_INTERVAL_S (like Ocelot's PollConsul).
-Both rotate round-robin and keep a circuit breaker per instance.
+Both try the instances in the order each route's balancing says, and keep a circuit
+breaker per route and instance.
 """
 
 import asyncio
 import itertools
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 from apps.gateway.breaker import CircuitBreaker, State
+from apps.gateway.config import Balancing, Route
 from msarch.discovery import ConsulClient, ConsulUnavailable
 from msarch.settings import SERVICES, Settings
 
 log = logging.getLogger("msarch.gateway")
 
-BREAKER_THRESHOLD = 3
-BREAKER_COOLDOWN_S = 5.0
-
-
-@dataclass(frozen=True)
-class Route:
-    prefix: str
-    service: str
-    timeout_s: float
-
-
-def routes_of(settings: Settings) -> list[Route]:
-    """Longest prefix first. A batch may legitimately take a while: its route waits longer."""
-    return [
-        Route("/api/roundtrip", "roundtrip", 10.0),
-        Route("/api/batch", "batch", settings.batch_timeout_s + settings.upstream_timeout_s),
-        Route("/api/events", "websocket", 10.0),
-    ]
+BREAKER_THRESHOLD: int = Route.model_fields["breaker_threshold"].default
+BREAKER_COOLDOWN_S: float = Route.model_fields["breaker_cooldown_s"].default
+"""An instance's circuit breaker when no route says otherwise (the /health checks)."""
 
 
 class Upstreams:
-    """The instances of each service, in the order to try them, and what the gateway saw of each."""
+    """The instances of each service, in the order to try them, and what the gateway saw of
+    each: a circuit breaker per route and instance (each route sets its own threshold), and
+    the requests in flight to each instance."""
 
     def __init__(self) -> None:
         self._turns: defaultdict[str, Iterator[int]] = defaultdict(itertools.count)
-        self._breakers: dict[str, CircuitBreaker] = {}
+        self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._outstanding: Counter[str] = Counter()
 
     def instances(self, service: str) -> list[str]:
         """The base URLs of the instances believed healthy."""
         raise NotImplementedError
 
-    def candidates(self, service: str) -> list[str]:
-        """The instances not marked down, the next one in round-robin order first."""
-        urls = [u for u in self.instances(service) if self._breaker(u).state is not State.OPEN]
+    def candidates(self, service: str, route: Route | None = None) -> list[str]:
+        """The instances not marked down, in the order the route's balancing tries them."""
+        urls = [
+            u for u in self.instances(service) if self._breaker(u, route).state is not State.OPEN
+        ]
         if not urls:
             return []
         start = next(self._turns[service]) % len(urls)
-        return urls[start:] + urls[:start]
+        in_turn = urls[start:] + urls[:start]
+        if route is not None and route.balancing is Balancing.least_outstanding:
+            return sorted(in_turn, key=self._outstanding.__getitem__)  # stable: ties in turn
+        return in_turn
 
-    def allows(self, url: str) -> bool:
-        return self._breaker(url).allow()
+    def allows(self, url: str, route: Route | None = None) -> bool:
+        return self._breaker(url, route).allow()
 
-    def succeeded(self, url: str) -> None:
-        self._breaker(url).success()
+    def succeeded(self, url: str, route: Route | None = None) -> None:
+        self._breaker(url, route).success()
 
-    def failed(self, url: str, reason: str) -> None:
-        breaker = self._breaker(url)
+    def failed(self, url: str, reason: str, route: Route | None = None) -> None:
+        breaker = self._breaker(url, route)
         was = breaker.state
         breaker.failure()
         if breaker.state is State.OPEN and was is not State.OPEN:
@@ -79,9 +73,18 @@ class Upstreams:
                 extra={"upstream_url": url},
             )
 
-    def retry_after_s(self, service: str) -> int:
+    def started(self, url: str) -> None:
+        """A request to `url` is in flight (least_outstanding counts them)."""
+        self._outstanding[url] += 1
+
+    def finished(self, url: str) -> None:
+        self._outstanding[url] -= 1
+        if self._outstanding[url] <= 0:
+            del self._outstanding[url]
+
+    def retry_after_s(self, service: str, route: Route | None = None) -> int:
         """When to come back if no instance of `service` can be tried now."""
-        waits = [self._breaker(u).retry_after_s() for u in self.instances(service)]
+        waits = [self._breaker(u, route).retry_after_s() for u in self.instances(service)]
         return max(1, math.ceil(min(waits, default=2.0)))
 
     async def __aenter__(self) -> Self:
@@ -92,14 +95,19 @@ class Upstreams:
     ) -> None:
         return None
 
-    def _breaker(self, url: str) -> CircuitBreaker:
-        if url not in self._breakers:
-            self._breakers[url] = CircuitBreaker(BREAKER_THRESHOLD, BREAKER_COOLDOWN_S)
-        return self._breakers[url]
+    def _breaker(self, url: str, route: Route | None) -> CircuitBreaker:
+        key = (route.prefix if route else "", url)
+        if key not in self._breakers:
+            self._breakers[key] = (
+                CircuitBreaker(route.breaker_threshold, route.breaker_cooldown_s)
+                if route
+                else CircuitBreaker(BREAKER_THRESHOLD, BREAKER_COOLDOWN_S)
+            )
+        return self._breakers[key]
 
     def _forget_all_but(self, urls: set[str]) -> None:
-        for url in self._breakers.keys() - urls:
-            del self._breakers[url]
+        for key in [key for key in self._breakers if key[1] not in urls]:
+            del self._breakers[key]
 
 
 class StaticUpstreams(Upstreams):
@@ -126,10 +134,10 @@ class ConsulUpstreams(Upstreams):
     def instances(self, service: str) -> list[str]:
         return self._known.get(service, [])
 
-    def retry_after_s(self, service: str) -> int:
+    def retry_after_s(self, service: str, route: Route | None = None) -> int:
         if not self.instances(service):
             return max(1, math.ceil(self.interval_s))
-        return super().retry_after_s(service)
+        return super().retry_after_s(service, route)
 
     async def refresh(self) -> None:
         try:

@@ -29,7 +29,7 @@ def subscribe(runtime: Runtime) -> None:
             lambda: store.store_key_value(kv, correlation_id), runtime
         )
         if state is MessageState.FORWARDED:
-            log.info("duplicate, already forwarded", extra={"message_id": str(kv.id)})
+            log.debug("duplicate, already forwarded", extra={"message_id": str(kv.id)})
             return
         # A crash between the write and this publish re-forwards on redelivery, same event id.
         await bus.publish(
@@ -41,7 +41,7 @@ def subscribe(runtime: Runtime) -> None:
         )
         await until_redis_answers(lambda: store.mark_forwarded(kv), runtime)
         first_time = state is MessageState.NEW
-        log.info(
+        log.debug(
             "stored and forwarded" if first_time else "re-forwarded after redelivery",
             extra={"message_id": str(kv.id), "event_id": event_id, "key": kv.key[:64]},
         )

@@ -6,9 +6,11 @@ only the instance whose call made it TimeoutExceeded replies.
 
 import asyncio
 import logging
+from functools import partial
 
 from msarch import channels
 from msarch.messages import BatchReply, BatchStatus
+from msarch.resilience import until_redis_answers
 from msarch.service import Runtime
 
 log = logging.getLogger("msarch.store.timeouts")
@@ -28,7 +30,10 @@ async def sweep_stalled_batches(runtime: Runtime) -> None:
                 stored = state.stored if state else 0
                 size = state.size if state else "?"
                 detail = f"received {stored} of {size} items, then none for {timeout:g} s"
-                status = await store.fail_batch(batch_id, BatchStatus.TimeoutExceeded, detail)
+                # Retried here, not at the next sweep: a write the replicas did not confirm
+                # took the batch out of `assembling`, so no later sweep would reply for it.
+                fail = partial(store.fail_batch, batch_id, BatchStatus.TimeoutExceeded, detail)
+                status = await until_redis_answers(fail, runtime)
                 if status is BatchStatus.TimeoutExceeded:
                     log.warning(
                         "batch timed out", extra={"batch_id": str(batch_id), "detail": detail}

@@ -24,7 +24,7 @@ def subscribe(runtime: Runtime) -> None:
     async def on_forward(kv: KeyValue) -> None:
         event_id = (bus.current_message().headers or {}).get(EVENT_ID_HEADER)
         sent = await hub.push(frame_of(kv, event_id), event_id)
-        log.info("pushed", extra={"message_id": str(kv.id), "clients": sent})
+        log.debug("pushed", extra={"message_id": str(kv.id), "clients": sent})
 
 
 MESSAGING = Messaging("websocket", subscribe=subscribe, dependencies=(Hub,))

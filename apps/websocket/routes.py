@@ -1,6 +1,5 @@
 """WS /ws (every roundtrip, live, after a catch-up from ?after=) and GET /api/events."""
 
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
@@ -8,7 +7,8 @@ from pydantic import BaseModel
 
 from apps.websocket.deps import HubDep
 from apps.websocket.handlers import frame_of
-from msarch.events import Event, EventType
+from apps.websocket.hub import Client
+from msarch.events import Event, EventType, is_event_id
 from msarch.messages import KeyValue
 from msarch.problems import Problem
 from msarch.service import RuntimeDep
@@ -16,7 +16,6 @@ from msarch.storage import Store
 
 router = APIRouter(tags=["events"])
 
-EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 PAGE = 500
 
 
@@ -27,9 +26,12 @@ class EventPage(BaseModel):
 
 
 def _checked(after: str | None) -> str | None:
-    if after is not None and not EVENT_ID.match(after):
+    if after is not None and not is_event_id(after):
         raise Problem(
-            422, "Invalid input", f"after must be an event id like 1700000000000-0, not {after!r}"
+            422,
+            "Invalid input",
+            f"after must be an event id like 1700000000000-0 (two numbers below 2**64), "
+            f"not {after!r}",
         )
     return after
 
@@ -47,30 +49,41 @@ async def events(
 @router.websocket("/ws")
 async def ws(socket: WebSocket, runtime: RuntimeDep, hub: HubDep, after: str | None = None) -> None:
     await socket.accept()
-    if after is not None and not EVENT_ID.match(after):
+    if after is not None and not is_event_id(after):
         await socket.close(code=1008, reason="after must be an event id")
         return
     client = hub.join(socket, catching_up=after is not None)
     try:
         if after is not None:
-            last = await _catch_up(runtime.store, socket, after)
+            last = await _catch_up(runtime.store, client, after)
             await hub.go_live(client, last)
-        while True:
-            # Clients have nothing to say; reading notices when they leave.
-            await socket.receive_text()
+        await _refuse_what_clients_send(socket)
     except WebSocketDisconnect:
         pass
     finally:
         hub.leave(client)
 
 
-async def _catch_up(store: Store, socket: WebSocket, after: str) -> str:
+async def _refuse_what_clients_send(socket: WebSocket) -> None:
+    """Clients have nothing to say: wait until they leave, and close on any frame they send
+    (1003 for binary data, 1008 for text), saying why."""
+    message = await socket.receive()
+    if message["type"] == "websocket.disconnect":
+        return
+    binary = message.get("bytes") is not None
+    await socket.close(
+        code=1003 if binary else 1008,
+        reason="this socket only sends: clients send no frames",
+    )
+
+
+async def _catch_up(store: Store, client: Client, after: str) -> str:
     """Send every roundtrip after `after` from the log; returns the last id read."""
     last = after
     while page := await store.read_events(last, PAGE):
         for event in page:
             if event.type is EventType.KeyValueStored:
                 kv = KeyValue.model_validate(event.payload)
-                await socket.send_text(frame_of(kv, event.id))
+                await client.send(frame_of(kv, event.id))
         last = page[-1].id
     return last

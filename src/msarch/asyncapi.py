@@ -85,7 +85,7 @@ def system_document(
     """
     if backend is not None and backend != backend_of(settings.broker_url):
         settings = settings.model_copy(update={"broker_url": LOCAL_BROKERS[backend]})
-    store = Store.from_url(settings.redis_url, settings.namespace)  # never connects
+    store = Store.from_settings(settings)  # never connects
     documents = {
         messaging.service: service_document(build_runtime(messaging, settings, store).bus)
         for messaging in services

@@ -239,9 +239,9 @@ def replay(
     settings = get_settings()
 
     async def run() -> bool:
-        live = Store.from_url(settings.redis_url, settings.namespace)
+        live = Store.from_settings(settings)
         scratch_ns = f"{settings.namespace}replay-{uuid4().hex[:8]}-"
-        scratch = Store.from_url(settings.redis_url, scratch_ns)
+        scratch = Store.from_settings(settings, namespace=scratch_ns)
         try:
             report = await replay_and_compare(live, scratch)
         except OSError as exc:

@@ -4,6 +4,7 @@ The event log is a Redis Stream; kv, batch hashes, batch meta and the batch
 index are projections of it (see README, "Event model").
 """
 
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -22,6 +23,16 @@ class EventType(StrEnum):
     """A batch was complete and written as one hash (batch:{id}, meta, index)."""
     BatchFailed = "BatchFailed"
     """A batch ended without data: Invalid, TimeoutExceeded or DatabaseOperationFailed."""
+
+
+_EVENT_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_MAX_PART = 2**64 - 1
+
+
+def is_event_id(text: str) -> bool:
+    """Whether `text` is a stream entry id Redis takes: two parts of at most 64 bits each."""
+    match = _EVENT_ID.fullmatch(text)
+    return match is not None and all(int(part) <= _MAX_PART for part in match.groups())
 
 
 class Event(BaseModel):

@@ -9,11 +9,14 @@ wrong, and the CLI tells the user and picks the exit code.
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from msarch.embedded import Embedded, free_port, is_local, port_is_free, port_of
-from msarch.settings import Settings
+from msarch.embedded import Embedded, answers, free_port, is_local, port_is_free, port_of
+from msarch.settings import Settings, redacted
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -64,12 +67,19 @@ class Infrastructure:
 
 
 def _hints(settings: Settings) -> dict[str, tuple[str, str]]:
+    # Behind Sentinel, an embedded Redis would stand in for nothing: the list is not a URL,
+    # so it is never taken for a local one.
+    redis = (
+        (settings.redis_sentinels or "", "start the Sentinels or set MSARCH_REDIS_SENTINELS")
+        if settings.sentinels
+        else (settings.redis_url, "start redis-server or set MSARCH_REDIS_URL")
+    )
     return {
         "broker": (
             settings.broker_url,
             "start RabbitMQ (`rabbitmq-server -detached`) or NATS, or set MSARCH_BROKER_URL",
         ),
-        "redis": (settings.redis_url, "start redis-server or set MSARCH_REDIS_URL"),
+        "redis": redis,
     }
 
 
@@ -93,7 +103,7 @@ async def check_infrastructure(settings: Settings) -> dict[str, str]:
     finally:
         with contextlib.suppress(Exception):
             await bus.broker.stop()
-    store = Store.from_url(settings.redis_url, settings.namespace)
+    store = Store.from_settings(settings)
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
             await store.ping()
@@ -148,3 +158,50 @@ async def _start_redis(embedded: Embedded, settings: Settings) -> Started:
     url = await embedded.start_redis(wanted if port_is_free(wanted) else free_port())
     data = f"{settings.data_dir}/redis, AOF fsync always"
     return Started("redis_url", "Redis", settings.redis_url, "Redis", url, data)
+
+
+OUTAGE_PROBE_S = 1.0
+OUTAGE_PROBES = 2
+"""Probes in a row that must fail before an outage is reported."""
+
+
+def _address(url: str, default_port: int) -> tuple[str, int]:
+    return urlsplit(url).hostname or "127.0.0.1", port_of(url, default_port)
+
+
+def _addresses(settings: Settings, name: str) -> list[tuple[str, int]]:
+    if name == "redis":
+        return settings.sentinels or [_address(settings.redis_url, 6379)]
+    default = 4222 if settings.broker_url.startswith("nats") else 5672
+    return [_address(url, default) for url in settings.broker_urls]
+
+
+async def watch_outages(
+    settings: Settings, names: Iterable[str], say: Callable[[str], None]
+) -> None:
+    """Until cancelled: one line when a server `msarch up` did not start stops answering, one
+    when it answers again (never a line a second). A broker answers when one of its nodes does."""
+    watched = {name: _addresses(settings, name) for name in names}
+    shown = {"broker": f"broker at {redacted(settings.broker_url)}", "redis": (
+        f"Redis Sentinels at {settings.redis_sentinels}" if settings.sentinels
+        else f"Redis at {redacted(settings.redis_url)}"
+    )}  # fmt: skip
+    failing_since: dict[str, tuple[float, str]] = {}
+    failures: dict[str, int] = dict.fromkeys(watched, 0)
+    while True:
+        for name, addresses in watched.items():
+            if any([await answers(host, port) for host, port in addresses]):
+                if failures[name] >= OUTAGE_PROBES:
+                    since, _ = failing_since[name]
+                    say(f"{shown[name]} back after {time.monotonic() - since:.1f} s")
+                failures[name] = 0
+                continue
+            if failures[name] == 0:
+                failing_since[name] = (time.monotonic(), time.strftime("%H:%M:%S"))
+            failures[name] += 1
+            if failures[name] == OUTAGE_PROBES:  # one probe lost on a busy machine is no outage
+                say(
+                    f"{shown[name]} unreachable since {failing_since[name][1]}; "
+                    "services are holding messages until it is back"
+                )
+        await asyncio.sleep(OUTAGE_PROBE_S)

@@ -1,11 +1,9 @@
-"""Structured logs (one JSON object a line), the request id, and Prometheus metrics."""
+"""The request id (taken, made, echoed, put in every log line) and the HTTP metrics.
 
-import json
-import logging
-import sys
+The log lines themselves are msarch.logs."""
+
 import time
 from contextvars import ContextVar
-from typing import Any
 from uuid import uuid4
 
 from prometheus_client import Counter, Histogram
@@ -14,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 REQUEST_ID_HEADER = "x-request-id"
+TRANSPORT_KEY = "msarch.transport"
+"""Where a websocket's scope holds the server's transport of its connection (or None)."""
 
 HTTP_REQUESTS = Counter(
     "msarch_http_requests_total", "HTTP requests answered", ["service", "route", "status"]
@@ -21,44 +21,6 @@ HTTP_REQUESTS = Counter(
 HTTP_LATENCY = Histogram(
     "msarch_http_request_seconds", "HTTP request latency", ["service", "route"]
 )
-
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    def __init__(self, service: str) -> None:
-        super().__init__()
-        self.service = service
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "service": self.service,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if (rid := request_id.get()) is not None:
-            entry["request_id"] = rid
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_") and value not in (None, ""):
-                entry[key] = value
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-def configure_logging(service: str, level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(service))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
 class RequestContext:
@@ -72,6 +34,10 @@ class RequestContext:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            # The server's own connection (uvicorn's protocol owns the `send` it gives us), so a
+            # client that reads nothing can be cut off: its close frame could never be sent.
+            scope[TRANSPORT_KEY] = getattr(getattr(send, "__self__", None), "transport", None)
         headers = dict(scope.get("headers") or [])
         rid = headers.get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1")[:128] or uuid4().hex
         token = request_id.set(rid)

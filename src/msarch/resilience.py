@@ -1,12 +1,16 @@
-"""Riding out a Redis outage: hold the message and retry, never drop it, never spin."""
+"""Riding out a Redis outage: hold the message and retry, never drop it, never spin.
+
+An outage includes replicas not confirming a write in time (NotReplicatedError, a
+ConnectionError): the write is not acknowledged until they do."""
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from prometheus_client import Counter
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -14,13 +18,41 @@ T = TypeVar("T")
 log = logging.getLogger("msarch.resilience")
 
 REDIS_RETRIES = Counter(
-    "msarch_redis_retries_total", "Redis calls retried because Redis was unreachable", ["service"]
+    "msarch_redis_retries_total",
+    "Redis calls retried because Redis was unreachable or its replicas did not confirm in time",
+    ["service"],
 )
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, OSError)
+_TRANSIENT = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    # A primary demoted by a failover answers writes with READONLY until the client has asked
+    # Sentinel again: the write is held and retried, like an outage, not failed.
+    ReadOnlyError,
+    ConnectionError,
+    OSError,
+)
 
 
 class Named(Protocol):
     name: str
+
+
+_OUTAGES: dict[str, float] = {}
+"""Since when (monotonic) Redis has not answered a service of this process, by its name."""
+
+
+def _outage_began(service: Named, exc: BaseException) -> None:
+    if service.name not in _OUTAGES:
+        _OUTAGES[service.name] = time.monotonic()
+        log.warning(
+            "Redis unavailable (%s: %s): holding messages and retrying", type(exc).__name__, exc
+        )
+
+
+def _outage_ended(service: Named) -> None:
+    if (since := _OUTAGES.pop(service.name, None)) is not None:
+        log.info("Redis answers again after %.1f s", time.monotonic() - since)
 
 
 async def until_redis_answers(
@@ -35,13 +67,28 @@ async def until_redis_answers(
     The message stays unacked meanwhile (prefetch bounds how many are held), so
     an outage delays work instead of losing it or burning it through redeliveries.
     Cancellation (shutdown) ends the wait; the unacked message is then redelivered.
+    The outage is logged once when it begins and once when it ends; each retry is DEBUG.
     """
     delay = first_delay_s
+    retried = False
     while True:
         try:
-            return await call()
+            answer = await call()
         except _TRANSIENT as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The client turned our cancellation into a connection error: stop all the same.
+                raise asyncio.CancelledError from exc
             REDIS_RETRIES.labels(service.name).inc()
-            log.warning("redis unreachable, retrying in %.2fs: %r", delay, exc)
+            _outage_began(service, exc)
+            retried = True
+            # Not %r: redis-py's repr of its errors leaves the message out.
+            log.debug(
+                "redis unavailable, retrying in %.2fs: %s: %s", delay, type(exc).__name__, exc
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+            continue
+        if retried:
+            _outage_ended(service)
+        return answer

@@ -24,7 +24,8 @@ from msarch.bus import Bus, create_bus
 from msarch.channels import Channel
 from msarch.discovery import registered
 from msarch.limits import BodyLimit
-from msarch.observability import RequestContext, configure_logging
+from msarch.logs import configure_logging, summarised
+from msarch.observability import RequestContext
 from msarch.settings import Settings, get_settings
 from msarch.storage import Store
 
@@ -173,11 +174,9 @@ def create_service(
     messaging = Messaging(service) if isinstance(service, str) else service
     name = messaging.service
     settings = settings or get_settings()
-    configure_logging(name, settings.log_level)
+    configure_logging(name, settings.log_level, settings.log_format)
     log = logging.getLogger(f"msarch.{name}")
-    store = Store.from_url(
-        settings.redis_url, settings.namespace, max_connections=settings.prefetch + 64
-    )
+    store = Store.from_settings(settings, max_connections=settings.prefetch + 64)
     runtime = build_runtime(messaging, settings, store)
     bus = runtime.bus
 
@@ -191,7 +190,7 @@ def create_service(
         log.info("started", extra={"instance": bus.instance})
         try:
             # Deregistered first on the way out, so the gateway stops sending before we drain.
-            async with registered(name, settings, settings.port_of(name)):
+            async with registered(name, settings, settings.port_of(name)), summarised(name):
                 yield
         finally:
             log.info("stopping: letting in-flight messages finish")

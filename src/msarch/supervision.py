@@ -3,7 +3,8 @@
 Each service runs as `python -m msarch serve <service>` (uvicorn). Its output goes
 line by line to a `Printer` the caller chooses (the CLI prefixes each line with
 the service's name; tests keep it quiet); nothing here prints on its own. A
-service that dies is restarted (like `restart: always`); `stop()` lets every
+service that dies is restarted (like `restart: always`), after a pause that doubles from 1 s
+to 30 s while it keeps dying, with the reason; `stop()` lets every
 service finish its in-flight messages.
 """
 
@@ -13,11 +14,13 @@ import os
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
+from msarch.embedded import FIRST_PAUSE_S, STABLE_S, exit_reason, next_pause
 from msarch.settings import SERVICES, Settings
 
 Printer = Callable[[str, str], None]
@@ -33,6 +36,8 @@ class ServiceProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     printer: Printer | None = None
     process: asyncio.subprocess.Process | None = None
+    last_lines: deque[str] = field(default_factory=lambda: deque(maxlen=3))
+    """What it printed last: why it died, when it did."""
     _pump: asyncio.Task[None] | None = None
 
     @property
@@ -69,8 +74,10 @@ class ServiceProcess:
         # Read even when nobody prints: a full pipe would block the child.
         assert process.stdout is not None
         async for raw in process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.last_lines.append(line)
             if self.printer is not None:
-                self.printer(self.service, raw.decode(errors="replace").rstrip())
+                self.printer(self.service, line)
 
     async def wait_healthy(self, timeout_s: float = 30.0) -> None:
         """Until GET /health answers 200; RuntimeError if it exits, TimeoutError if too slow."""
@@ -143,21 +150,25 @@ class Supervisor:
         await asyncio.gather(*(self._watch(p) for p in self.processes.values()))
 
     async def _watch(self, process: ServiceProcess) -> None:
-        pause = 1.0
+        pause = FIRST_PAUSE_S
         while not self._stopping.is_set():
             started = time.monotonic()
             code = await process.wait()
             if self._stopping.is_set():
                 return
-            if time.monotonic() - started > 30:
-                pause = 1.0
-            self._say(process.service, f"exited with code {code}; restarting in {pause:g} s")
+            if time.monotonic() - started > STABLE_S:
+                pause = FIRST_PAUSE_S
+            last = process.last_lines[-1][:300] if process.last_lines else "nothing"
+            self._say(
+                process.service,
+                f"{exit_reason(code)} (its last line: {last}); restarting in {pause:g} s",
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):
                     await self._stopping.wait()
             if self._stopping.is_set():
                 return
-            pause = min(pause * 2, 10.0)
+            pause = next_pause(pause)
             await process.start()
 
     async def stop(self) -> None:

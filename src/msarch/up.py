@@ -7,20 +7,37 @@ holds the commands that talk to a running stack.
 """
 
 import asyncio
+import contextlib
+import json
 import sys
+from collections.abc import Callable
 
-from msarch.infrastructure import Infrastructure, provide_infrastructure
+from msarch.infrastructure import Infrastructure, provide_infrastructure, watch_outages
+from msarch.logs import SERVICE_COLOURS, render, wants_text
 from msarch.settings import Settings, redacted
 from msarch.supervision import Supervisor, stop_requested
 
-_COLOURS = {"gateway": 36, "roundtrip": 32, "batch": 33, "websocket": 35, "store": 34}
 
+def service_printer(log_format: str) -> Callable[[str, str], None]:
+    """How a service's lines reach the terminal: its JSON lines as they are when the output is
+    not a terminal (or MSARCH_LOG_FORMAT=json), else as readable coloured lines; anything
+    else it prints (a crash before logging is set up) with its name in front."""
+    colour = sys.stdout.isatty()
+    as_text = wants_text(log_format, sys.stdout)
 
-def prefixed_printer(service: str, line: str) -> None:
-    """A service's line with its name in front, coloured on a terminal."""
-    colour = _COLOURS.get(service, 37)
-    prefix = f"\x1b[{colour}m{service:<9}|\x1b[0m" if sys.stdout.isatty() else f"{service:<9}|"
-    print(f"{prefix} {line}", flush=True)
+    def printer(service: str, line: str) -> None:
+        entry = None
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+        if isinstance(entry, dict):
+            print(render(entry, colour) if as_text else line, flush=True)
+            return
+        tint = SERVICE_COLOURS.get(service, 37)
+        prefix = f"\x1b[{tint}m{service:<9}|\x1b[0m" if colour else f"{service:<9}|"
+        print(f"{prefix} {line}", flush=True)
+
+    return printer
 
 
 def banner(gateway: str) -> str:
@@ -69,16 +86,29 @@ async def run(settings: Settings) -> int:
         f"and Redis {redacted(settings.redis_url)}",
         flush=True,
     )
+    # What `msarch up` started it keeps running; what it did not, it only watches and reports.
+    embedded = infrastructure.embedded
+    ours = {"broker" if s.setting == "broker_url" else "redis" for s in infrastructure.started}
+    watchers = [asyncio.create_task(watch_outages(settings, {"broker", "redis"} - ours, say))]
+    if embedded is not None:
+        watchers.append(asyncio.create_task(embedded.supervise(say)))
     try:
         return await _run_services(settings)
     finally:
-        if infrastructure.embedded is not None:
-            await infrastructure.embedded.stop()
+        if embedded is not None:
+            await embedded.stop()
             print("msarch: embedded infrastructure stopped", flush=True)
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+
+
+def say(line: str) -> None:
+    print(f"msarch: {line}", flush=True)
 
 
 async def _run_services(settings: Settings) -> int:
-    supervisor = Supervisor(settings, printer=prefixed_printer)
+    supervisor = Supervisor(settings, printer=service_printer(settings.log_format))
     stopping = stop_requested()  # before the start: Ctrl-C while starting stops once up
     try:
         await supervisor.start()

@@ -1,5 +1,6 @@
 """The container suite: private compose projects of the local stack (RabbitMQ, the default,
 shared by the tests of test_compose_stack.py; NATS, the `nats` profile, for its own module).
+The cluster stack is tests/clusters' business.
 
 Needs a Docker engine (`just test` starts one: tests/prepare.sh); without one the suite fails
 and says what is missing, it never skips. The stack is built from the local images
@@ -10,23 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.utils.compose import ComposeStack, run
-
-
-async def running_compose(stack: ComposeStack) -> AsyncIterator[ComposeStack]:
-    try:
-        await run("docker", "info", timeout_s=30)
-    except (OSError, RuntimeError) as exc:
-        pytest.fail(
-            f"the container suite needs a running Docker engine ({exc}); "
-            "`just test` installs and starts one (tests/prepare.sh), or run infra/local/engine.sh",
-            pytrace=False,
-        )
-    try:
-        await stack.up()
-        yield stack
-    finally:
-        await stack.down()
+from tests.utils.compose import ComposeStack, running_compose
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import time
 import uuid
 from collections import Counter
@@ -27,25 +26,15 @@ from playwright.async_api import (
     Page,
     Route,
     WebSocketRoute,
-    async_playwright,
     expect,
 )
 
 from msarch.channels import ALL
 from msarch.testing.stack import Stack, wait_for
+from tests.utils.browser import chromium
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 ROOT = Path(__file__).parents[2]
 # Only a deliberate run refreshes the pictures in docs/; others keep the git tree clean.
@@ -57,13 +46,8 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    assert shutil.which(CHROMIUM), "apt-get install -y chromium"
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with chromium() as running:
+        yield running
 
 
 class Offline:

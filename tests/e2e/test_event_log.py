@@ -142,7 +142,7 @@ async def test_replay_equals_live_state(stack: Stack) -> None:
         for response in await batches:
             assert response.status_code == 200, response.text
     live = stack.store()
-    scratch = Store.from_url(stack.settings.redis_url, stack.settings.namespace + "replay-")
+    scratch = Store.from_settings(stack.settings, namespace=stack.settings.namespace + "replay-")
     try:
         await wait_for(lambda: live.get_value("replay-499"), 30)
         report = await replay_and_compare(live, scratch)

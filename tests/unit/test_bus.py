@@ -4,6 +4,9 @@
 what the bus actually subscribes on, so the two cannot drift apart.
 """
 
+import asyncio
+import re
+from collections import Counter
 from typing import Any, Literal, overload
 
 import pytest
@@ -11,9 +14,11 @@ from faststream.nats.subscriber.usecases.stream_basic import StreamSubscriber
 from faststream.rabbit.subscriber import RabbitSubscriber
 
 from msarch import channels
-from msarch.bus import Bus, create_bus
+from msarch.bus import Bus, PublishError, create_bus
+from msarch.bus.base import pipelined
 from msarch.bus.nats import NatsBus
-from msarch.bus.rabbit import RabbitBus
+from msarch.bus.rabbit import RabbitBus, with_heartbeat
+from msarch.bus.rabbit_cluster import NodeConnection, work_policy
 from msarch.settings import Settings
 
 URLS = {"rabbit": "amqp://guest:guest@127.0.0.1:5672/", "nats": "nats://127.0.0.1:4222"}
@@ -82,3 +87,132 @@ def test_nats_subscribes_on_the_streams_it_names(namespace: str) -> None:
 async def test_drop_namespace_never_drops_the_unnamespaced_objects(backend: str) -> None:
     with pytest.raises(ValueError, match="MSARCH_NAMESPACE"):
         await _bus(backend, "").drop_namespace()
+
+
+# -- clusters -----------------------------------------------------------------------------
+
+THREE_NODES = ",".join(f"amqp://guest:guest@rabbitmq{n}:5672/" for n in (1, 2, 3))
+
+
+def _work_arguments(settings: Settings) -> dict[str, Any]:
+    bus = create_bus(settings, service="test")
+    assert isinstance(bus, RabbitBus)
+    return dict(bus._work_queue(channels.EVENT).arguments or {})
+
+
+def test_a_work_queue_is_replicated_on_every_node_listed_unless_told_otherwise() -> None:
+    assert _work_arguments(Settings(broker_url=THREE_NODES))["x-quorum-initial-group-size"] == 3
+    told = Settings(broker_url=THREE_NODES, quorum_size=2)
+    assert _work_arguments(told)["x-quorum-initial-group-size"] == 2
+    assert "x-quorum-initial-group-size" not in _work_arguments(Settings(broker_url=URLS["rabbit"]))
+
+
+def test_delivery_limit_and_dead_lettering_are_a_policy_when_the_management_api_is_known() -> None:
+    as_arguments = _work_arguments(Settings(delivery_limit=7))
+    assert as_arguments["x-delivery-limit"] == 7
+    assert as_arguments["x-dead-letter-strategy"] == "at-least-once"
+    with_policy = _work_arguments(
+        Settings(delivery_limit=7, rabbit_management_url="http://guest:guest@127.0.0.1:15672")
+    )
+    assert not {"x-delivery-limit", "x-dead-letter-exchange", "x-overflow"} & set(with_policy)
+
+
+def test_the_work_policy_matches_exactly_the_work_queues() -> None:
+    policy = work_policy(["ns.event", "ns.batch"], {"delivery-limit": 5})
+    pattern = re.compile(policy["pattern"])
+    assert pattern.match("ns.event")
+    assert pattern.match("ns.batch")
+    assert not any(map(pattern.match, ["ns.event.dead", "nsXevent", "other.ns.batch", "ns.batc"]))
+    assert policy["definition"] == {"delivery-limit": 5}
+
+
+def test_a_rabbit_bus_on_several_nodes_connects_through_the_node_rotating_connection() -> None:
+    bus = _bus("rabbit", "")
+    assert "connection_class" not in bus.broker._connection_kwargs
+    clustered = create_bus(Settings(broker_url=THREE_NODES), service="test")
+    factory = clustered.broker._connection_kwargs["connection_class"]
+    assert factory.func is NodeConnection
+    assert factory.keywords["nodes"] == [f"{n}?heartbeat=10" for n in THREE_NODES.split(",")]
+
+
+def test_a_node_gone_silent_is_noticed_within_the_heartbeat() -> None:
+    rabbit = create_bus(Settings(broker_url=THREE_NODES, broker_heartbeat_s=6), service="test")
+    factory = rabbit.broker._connection_kwargs["connection_class"]
+    assert all(node.endswith("?heartbeat=6") for node in factory.keywords["nodes"])
+    own = with_heartbeat("amqp://guest:guest@h:5672/vh?heartbeat=30", 6)
+    assert own == "amqp://guest:guest@h:5672/vh?heartbeat=30", "a URL's own heartbeat stands"
+    nats = create_bus(Settings(broker_url="nats://n:4222", broker_heartbeat_s=6), service="t")
+    assert nats.broker._connection_kwargs["ping_interval"] == 3
+    assert nats.broker._connection_kwargs["max_outstanding_pings"] == 2
+
+
+def test_a_nats_bus_gets_every_server_and_the_stream_replicas() -> None:
+    servers = "nats://nats1:4222,nats://nats2:4222,nats://nats3:4222"
+    bus = create_bus(Settings(broker_url=servers, nats_replicas=3), service="test")
+    assert isinstance(bus, NatsBus)
+    assert bus.broker._connection_kwargs["servers"] == servers.split(",")
+    assert {s.config.num_replicas for s in (bus.work, bus.broadcast, bus.dead)} == {3}
+
+
+async def test_a_batch_item_whose_publish_failed_is_sent_again_within_the_retry_budget() -> None:
+    attempts: Counter[str] = Counter()
+
+    async def flaky(message_id: str, body: bytes) -> None:
+        attempts[message_id] += 1
+        if message_id == "b" and attempts[message_id] <= 2:
+            raise ConnectionError("node went away")
+
+    items = [("a", b"1"), ("b", b"2"), ("c", b"3")]
+    assert await pipelined(items, flaky, window=2, retry_for_s=5) == 3
+    assert attempts == {"a": 1, "b": 3, "c": 1}
+    attempts.clear()
+    with pytest.raises(PublishError, match="node went away"):
+        await pipelined(items, flaky, window=2, retry_for_s=0)
+
+
+async def _confirm_cancelled_by_the_library() -> None:
+    """What aiormq does to a pending confirm when its connection closes: cancels the future."""
+    confirm = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(confirm.cancel)
+    await confirm
+
+
+async def test_a_confirm_the_client_library_cancelled_is_a_failed_publish_not_a_shutdown() -> None:
+    """A partition's heartbeat timeout closed the connection under a pending confirm: retried
+    like any failed publish, a PublishError once the budget is spent, never a CancelledError
+    (which uvicorn answers with a bare 500)."""
+    attempts: Counter[str] = Counter()
+
+    async def lost_once(message_id: str, body: bytes) -> None:
+        attempts[message_id] += 1
+        if attempts[message_id] == 1:
+            await _confirm_cancelled_by_the_library()
+
+    assert await pipelined([("a", b"1")], lost_once, window=1, retry_for_s=5) == 1
+    assert attempts == {"a": 2}
+
+    async def always_lost(message_id: str, body: bytes) -> None:
+        await _confirm_cancelled_by_the_library()
+
+    with pytest.raises(PublishError, match="CancelledError"):
+        await pipelined([("a", b"1")], always_lost, window=1, retry_for_s=0)
+
+    class Publisher:
+        async def publish(self, *args: Any, **kwargs: Any) -> None:
+            await _confirm_cancelled_by_the_library()
+
+    bus = _bus("rabbit", "test-unit-confirm-")
+    bus._publishers[channels.EVENT.name] = Publisher()
+    with pytest.raises(PublishError, match="the connection closed before the confirm"):
+        await bus.publish(channels.EVENT, channels.EVENT.payload(key="k", value="v"))
+
+
+async def test_a_publish_whose_own_task_is_cancelled_still_ends_with_the_cancellation() -> None:
+    async def hangs(message_id: str, body: bytes) -> None:
+        await asyncio.sleep(60)
+
+    publishing = asyncio.create_task(pipelined([("a", b"1")], hangs, window=1, retry_for_s=5))
+    await asyncio.sleep(0.01)
+    publishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await publishing

@@ -2,8 +2,8 @@
 
 These check the files (compose.yaml, Dockerfile, .dockerignore, healthcheck.py) in a second;
 tests/containers builds the images and runs the stack in real containers. The schema is the
-compose-spec JSON schema vendored by the PyPI package check-jsonschema 0.39.0 (Apache-2.0),
-copied under tests/schemas/ (see NOTICE.compose-spec there).
+compose-spec JSON schema (tests/utils/compose_spec.py); infra/compose.cluster.yaml has
+test_compose_cluster.py.
 """
 
 import json
@@ -22,6 +22,14 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from msarch.settings import SERVICES, Settings
+from tests.utils.compose_spec import (
+    Document,
+    compose_validator,
+    errors_of,
+    load,
+    merged,
+    seconds,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -29,13 +37,10 @@ COMPOSE_FILE = INFRA / "compose.yaml"
 DOCKERFILE = INFRA / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 HEALTHCHECK_SCRIPT = INFRA / "healthcheck.py"
-SCHEMA_FILE = Path(__file__).parents[1] / "schemas" / "compose-spec.json"
 
 INFRA_SERVICES = ("rabbitmq", "redis", "consul", "nats")
 UPSTREAMS = tuple(service for service in SERVICES if service != "gateway")
 REPLICA_VARIABLES = {service: f"{service.upper()}_REPLICAS" for service in UPSTREAMS}
-
-Document = dict[str, Any]
 
 
 def default_port(service: str) -> int:
@@ -44,51 +49,8 @@ def default_port(service: str) -> int:
     return port
 
 
-# Compose's variable syntax: $$, $NAME, ${NAME}, ${NAME:-default}, ${NAME-default},
-# ${NAME:?error}, ${NAME?error}, ${NAME:+alternative}, ${NAME+alternative}.
-VARIABLE = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<named>[A-Za-z_]\w*))")
-BRACED = re.compile(r"(?P<name>[A-Za-z_]\w*)(?:(?P<operator>:?[-?+])(?P<argument>.*))?", re.S)
-
-
-def interpolate(node: Any, environment: Mapping[str, str]) -> Any:
-    """What compose does to every value before it validates the file (not nested defaults)."""
-    if isinstance(node, dict):
-        return {key: interpolate(value, environment) for key, value in node.items()}
-    if isinstance(node, list):
-        return [interpolate(value, environment) for value in node]
-    if not isinstance(node, str):
-        return node
-
-    def substitute(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        if match["named"]:
-            return environment.get(match["named"], "")
-        braced = BRACED.fullmatch(match["braced"])
-        assert braced is not None, f"unsupported variable syntax: {match[0]!r}"
-        name, operator, argument = braced["name"], braced["operator"], braced["argument"]
-        value = environment.get(name)
-        if operator is None:
-            return value or ""
-        # With a colon, an empty value counts as unset.
-        is_set = value is not None and (value != "" or not operator.startswith(":"))
-        if operator.endswith("-"):
-            return value if is_set and value is not None else argument
-        if operator.endswith("+"):
-            return argument if is_set else ""
-        if not is_set:
-            raise ValueError(f"{name} is required: {argument}")
-        return value or ""
-
-    return VARIABLE.sub(substitute, node)
-
-
 def load_compose(environment: Mapping[str, str] | None = None) -> Document:
-    document: Document = yaml.safe_load(COMPOSE_FILE.read_text())
-    if environment is None:
-        return document
-    interpolated: Document = interpolate(document, environment)
-    return interpolated
+    return load(COMPOSE_FILE, environment)
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -109,32 +71,15 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
-def seconds(duration: str) -> float:
-    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
-    assert parts, f"not a compose duration: {duration!r}"
-    assert "".join(number + unit for number, unit in parts) == duration
-    return sum(float(number) * units[unit] for number, unit in parts)
-
-
 @pytest.fixture(scope="module")
 def validator() -> Draft202012Validator:
-    schema = json.loads(SCHEMA_FILE.read_text())
-    Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    return compose_validator()
 
 
 @pytest.fixture(scope="module")
 def compose() -> Document:
     """The file as compose sees it with nothing set in the environment."""
     return load_compose(environment={})
-
-
-def errors_of(validator: Draft202012Validator, document: Document) -> list[str]:
-    return [
-        f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
-        for error in validator.iter_errors(document)
-    ]
 
 
 # The compose file is valid Compose.
@@ -486,15 +431,7 @@ def test_local_images_script_builds_every_image_the_override_names(
 def test_compose_file_with_the_local_override_is_valid_compose(
     validator: Draft202012Validator, compose: Document, local_override: Document
 ) -> None:
-    merged = json.loads(json.dumps(compose))
-    for name, service in local_override["services"].items():
-        target = merged["services"][name]
-        for key, value in service.items():
-            if isinstance(value, dict) and isinstance(target.get(key), dict):
-                target[key] = {**target[key], **value}
-            else:
-                target[key] = value
-    assert errors_of(validator, merged) == []
+    assert errors_of(validator, merged(compose, local_override)) == []
 
 
 def test_compose_file_has_no_top_level_name() -> None:

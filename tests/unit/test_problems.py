@@ -7,6 +7,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from apps.batch.app import app as batch_app
@@ -14,6 +15,7 @@ from apps.roundtrip.app import app as roundtrip_app
 from msarch.limits import DEFAULT_MAX_BODY, BodyLimit
 from msarch.problems import PROBLEM_JSON, Problem, unavailable
 from msarch.service import create_app
+from msarch.storage import NotReplicatedError
 
 
 class Body(BaseModel):
@@ -37,6 +39,14 @@ def _app() -> FastAPI:
     @app.get("/busy")
     async def busy() -> Any:
         return unavailable("redis is reloading", retry_after_s=7)
+
+    @app.get("/unreplicated")
+    async def unreplicated() -> None:
+        raise NotReplicatedError("0 of 1 replicas confirmed the write to k within 2000 ms")
+
+    @app.get("/redis-down")
+    async def redis_down() -> None:
+        raise RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
 
     return app
 
@@ -75,6 +85,18 @@ async def test_unavailable_is_503_with_retry_after(client: httpx.AsyncClient) ->
     answer = await client.get("/busy")
     assert _problem(answer, 503)["detail"] == "redis is reloading"
     assert answer.headers["retry-after"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("path", "detail"),
+    [("/unreplicated", "0 of 1 replicas confirmed"), ("/redis-down", "Timeout reading")],
+)
+async def test_redis_unavailable_in_a_route_is_503_not_500(
+    client: httpx.AsyncClient, path: str, detail: str
+) -> None:
+    answer = await client.get(path)
+    assert detail in _problem(answer, 503)["detail"]
+    assert answer.headers["retry-after"] == "2"
 
 
 async def test_a_validation_error_lists_where_not_what(client: httpx.AsyncClient) -> None:

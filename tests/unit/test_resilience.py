@@ -1,11 +1,13 @@
 """Riding out a Redis outage (msarch.resilience): retry what is transient, nothing else."""
 
 import asyncio
+import logging
+import re
 from dataclasses import dataclass
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,6 +29,7 @@ def _retries() -> float:
         RedisConnectionError("refused"),
         RedisTimeoutError("slow"),
         BusyLoadingError("loading the dataset"),
+        ReadOnlyError("READONLY You can't write against a read only replica."),
         ConnectionResetError("reset"),
     ],
     ids=type,
@@ -68,3 +71,51 @@ async def test_the_wait_ends_on_cancellation() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+@pytest.mark.timeout(10)  # without the check, the wait never ends
+async def test_a_cancellation_the_client_turns_into_an_error_still_ends_the_wait() -> None:
+    """redis-py can turn the CancelledError of a call in flight into a ConnectionError: the
+    retry loop must not take that for an outage and go on for ever (a hang at shutdown)."""
+    started = asyncio.Event()
+
+    async def call() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    waiting = asyncio.create_task(until_redis_answers(call, Service(), first_delay_s=0.001))
+    await started.wait()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, 2)
+
+
+async def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Eight held messages retrying through a Redis outage: two lines, not one per retry."""
+    service = Service(name="unit-resilience-outage")
+    down = asyncio.Event()
+    down.set()
+
+    async def call() -> str:
+        if down.is_set():
+            raise RedisConnectionError("Connection refused")
+        return "stored"
+
+    with caplog.at_level(logging.INFO, logger="msarch.resilience"):
+        held = [
+            asyncio.create_task(until_redis_answers(call, service, first_delay_s=0.001))
+            for _ in range(8)
+        ]
+        await asyncio.sleep(0.1)
+        down.clear()
+        assert await asyncio.gather(*held) == ["stored"] * 8
+    assert [r.getMessage() for r in caplog.records] == [
+        "Redis unavailable (ConnectionError: Connection refused): holding messages and retrying",
+        caplog.records[1].getMessage(),
+    ]
+    assert re.fullmatch(r"Redis answers again after \d+\.\d s", caplog.records[1].getMessage())

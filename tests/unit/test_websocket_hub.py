@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import WebSocket
 
 from apps.websocket import hub as hub_module
 from apps.websocket.handlers import frame_of, subscribe
@@ -38,6 +38,9 @@ class FakeSocket:
         self.waiting = asyncio.Event()
         self.listening = asyncio.Event()
         self.sent = asyncio.Event()
+        self.says: dict[str, Any] | None = None
+        """What the client sends when it stops listening (None: it leaves)."""
+        self.closed_because: str | None = None
 
     async def accept(self) -> None:
         self.accepted = True
@@ -54,13 +57,14 @@ class FakeSocket:
         self.frames.append(text)
         self.sent.set()
 
-    async def receive_text(self) -> str:
+    async def receive(self) -> dict[str, Any]:
         self.listening.set()
         await self.leave.wait()
-        raise WebSocketDisconnect(1000)
+        return self.says or {"type": "websocket.disconnect", "code": 1000}
 
     async def close(self, code: int = 1000, reason: str | None = None) -> None:
         self.closed_with = code
+        self.closed_because = reason
 
     @property
     def ids(self) -> list[str | None]:
@@ -91,6 +95,7 @@ async def test_push_reaches_every_live_client() -> None:
         hub.join(_ws(socket), catching_up=False)
     assert await hub.push(_frame("1-0"), "1-0") == 3
     assert await hub.push(_frame("1-1"), "1-1") == 3
+    await hub.flush()
     assert all(s.ids == ["1-0", "1-1"] for s in sockets)
     assert len(hub) == 3
 
@@ -106,6 +111,7 @@ async def test_the_same_event_pushed_twice_is_sent_once() -> None:
     hub.join(_ws(socket), catching_up=False)
     assert await hub.push(_frame("5-0"), "5-0") == 1
     assert await hub.push(_frame("5-0"), "5-0") == 0
+    await hub.flush()
     assert socket.ids == ["5-0"]
 
 
@@ -115,6 +121,7 @@ async def test_frames_without_an_event_id_are_always_sent() -> None:
     hub.join(_ws(socket), catching_up=False)
     await hub.push(_frame(None), None)
     await hub.push(_frame(None), None)
+    await hub.flush()
     assert socket.ids == [None, None]
 
 
@@ -138,14 +145,54 @@ async def test_a_slow_client_is_dropped_and_does_not_hold_up_the_others(
     hub.join(_ws(slow), catching_up=False)
     hub.join(_ws(quick), catching_up=False)
 
-    async with asyncio.timeout(fast_timeout * 40):
-        sent = await hub.push(_frame("1-0"), "1-0")
-
-    assert sent == 1
+    async with asyncio.timeout(fast_timeout * 2):  # a push waits for no client
+        assert await hub.push(_frame("1-0"), "1-0") == 2
+    await asyncio.wait_for(quick.sent.wait(), 1)
     assert quick.ids == ["1-0"]
+    async with asyncio.timeout(fast_timeout * 40):
+        await hub.flush()
     assert slow.closed_with == 1011
     assert len(hub) == 1
     assert await hub.push(_frame("2-0"), "2-0") == 1
+
+
+async def test_a_client_too_far_behind_is_disconnected_saying_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    frame_size = len(_frame("0-0").encode())
+    monkeypatch.setattr(hub_module, "OUTBOX_BYTES", 4 * frame_size)
+    monkeypatch.setattr(hub_module, "OUTBOX_FRAMES", 2)
+    hub = Hub()
+    stalled, reading = FakeSocket(), FakeSocket()
+    stalled.gate = asyncio.Event()  # it reads nothing
+    hub.join(_ws(stalled), catching_up=False)
+    hub.join(_ws(reading), catching_up=False)
+    sent = []
+    for n in range(7):
+        sent.append(await hub.push(_frame(f"{n}-0"), f"{n}-0"))
+        await asyncio.sleep(0.001)  # as between two messages: the writers run
+    await hub.flush()
+    # four frames' worth: one being sent (it never is), three waiting; the 5th is too many
+    assert sent == [2, 2, 2, 2, 1, 1, 1]
+    assert stalled.closed_with == 1008
+    assert stalled.closed_because == f"too slow: {4 * frame_size} bytes of frames behind"
+    assert reading.ids == [f"{n}-0" for n in range(7)]
+    assert len(hub) == 1
+
+
+async def test_a_client_catching_up_holds_a_bounded_number_of_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hub_module, "OUTBOX_BYTES", 3 * len(_frame("0-0").encode()))
+    monkeypatch.setattr(hub_module, "OUTBOX_FRAMES", 1)
+    hub = Hub()
+    socket = FakeSocket()
+    hub.join(_ws(socket), catching_up=True)
+    sent = [await hub.push(_frame(f"{n}-0"), f"{n}-0") for n in range(4)]
+    await hub.flush()
+    assert sent == [1, 1, 1, 0]
+    assert socket.closed_with == 1008
+    assert len(hub) == 0
 
 
 async def test_a_broken_client_is_dropped_and_closed() -> None:
@@ -153,8 +200,10 @@ async def test_a_broken_client_is_dropped_and_closed() -> None:
     broken, fine = FakeSocket(broken=True), FakeSocket()
     hub.join(_ws(broken), catching_up=False)
     hub.join(_ws(fine), catching_up=False)
-    assert await hub.push(_frame("1-0"), "1-0") == 1
+    assert await hub.push(_frame("1-0"), "1-0") == 2
+    await hub.flush()
     assert broken.closed_with == 1011
+    assert fine.ids == ["1-0"]
     assert len(hub) == 1
 
 
@@ -165,7 +214,8 @@ async def test_a_client_that_fails_to_close_is_still_dropped() -> None:
 
     hub = Hub()
     hub.join(_ws(Unclosable(broken=True)), catching_up=False)
-    assert await hub.push(_frame("1-0"), "1-0") == 0
+    assert await hub.push(_frame("1-0"), "1-0") == 1
+    await hub.flush()
     assert len(hub) == 0
 
 
@@ -182,16 +232,18 @@ async def test_frames_during_catch_up_are_held_then_sent_without_duplicates() ->
     socket = FakeSocket()
     client = hub.join(_ws(socket), catching_up=True)
     # Live frames arrive while the log is being read: 7-0 the log gives too, 9-0 it does not.
-    assert await hub.push(_frame("7-0"), "7-0") == 0
-    assert await hub.push(_frame("9-0"), "9-0") == 0
+    assert await hub.push(_frame("7-0"), "7-0") == 1  # held
+    assert await hub.push(_frame("9-0"), "9-0") == 1
     assert socket.frames == []
 
-    await socket.send_text(_frame("7-0"))  # what the catch-up sent from the log
+    await client.send(_frame("7-0"))  # what the catch-up sent from the log
     await hub.go_live(client, "7-0")
+    await hub.flush()
     assert socket.ids == ["7-0", "9-0"]
 
     await hub.push(_frame("10-0"), "10-0")
     await hub.push(_frame("6-5"), "6-5")  # before the catch-up point: the log gave it
+    await hub.flush()
     assert socket.ids == ["7-0", "9-0", "10-0"]
 
 
@@ -219,6 +271,7 @@ async def test_the_route_joins_while_connected_and_leaves_on_disconnect(runtime:
         assert socket.accepted
         assert len(hub) == 1
         await hub.push(_frame(None, "live"), None)
+        await hub.flush()
         assert [json.loads(f)["key"] for f in socket.frames] == ["live"]
     finally:
         socket.leave.set()
@@ -226,7 +279,26 @@ async def test_the_route_joins_while_connected_and_leaves_on_disconnect(runtime:
     assert len(hub) == 0
 
 
-@pytest.mark.parametrize("after", ["", "abc", "1-2-3", "1700000000000-0; DROP", "-1"])
+@pytest.mark.parametrize(
+    ("says", "code"),
+    [({"type": "websocket.receive", "text": "hello"}, 1008),
+     ({"type": "websocket.receive", "bytes": b"\x00"}, 1003)],
+)  # fmt: skip
+async def test_a_client_that_sends_a_frame_is_told_and_closed(
+    runtime: Runtime, says: dict[str, Any], code: int
+) -> None:
+    socket, hub = FakeSocket(), runtime.dependency(Hub)
+    socket.says = says
+    socket.leave.set()
+    await asyncio.wait_for(ws(_ws(socket), runtime, hub), 2)
+    assert socket.closed_with == code
+    assert socket.closed_because == "this socket only sends: clients send no frames"
+    assert len(hub) == 0
+
+
+@pytest.mark.parametrize(
+    "after", ["", "abc", "1-2-3", "1700000000000-0; DROP", "-1", "18446744073709551616-0"]
+)
 async def test_the_route_refuses_a_malformed_after(runtime: Runtime, after: str) -> None:
     socket, hub = FakeSocket(), runtime.dependency(Hub)
     await asyncio.wait_for(ws(_ws(socket), runtime, hub, after=after), 2)
@@ -252,6 +324,7 @@ async def test_a_resuming_client_gets_the_missed_events_then_live_ones_no_gap_no
         await hub.push(frame_of(late, late_id), late_id)
         gate.set()
         await asyncio.wait_for(socket.listening.wait(), 2)  # caught up and live
+        await hub.flush()
         assert socket.ids == [*ids[1:], late_id]
         frames = [json.loads(f) for f in socket.frames]
         assert [f["key"] for f in frames] == ["k1", "k2", "k3", "late"]
@@ -328,6 +401,7 @@ async def test_a_forwarded_key_value_reaches_the_clients_once_with_its_event_id(
                     message_id=str(kv.id),
                     headers={EVENT_ID_HEADER: event_id},
                 )
+        await hub.flush()
     finally:
         for client in clients:
             hub.leave(client)

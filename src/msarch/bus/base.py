@@ -3,9 +3,11 @@
 import asyncio
 import contextlib
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, Literal, Protocol, TypeVar
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 from faststream import AckPolicy, ContextRepo
@@ -163,6 +165,12 @@ class Bus(ABC, Generic[BrokerT]):
             )
         except Exception as exc:
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
+        except asyncio.CancelledError as exc:
+            if not confirm_lost(exc):
+                raise  # this task is cancelled (shutdown): let it end
+            raise PublishError(
+                f"{self.name(channel)}: the connection closed before the confirm"
+            ) from exc
 
     @abstractmethod
     def _publication(
@@ -191,7 +199,9 @@ class Bus(ABC, Generic[BrokerT]):
         send = await self._confirmed_sender(channel, correlation_id)
         encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
         try:
-            return await pipelined(encoded, send, self.settings.publish_window)
+            return await pipelined(
+                encoded, send, self.settings.publish_window, self.settings.publish_retry_s
+            )
         except PublishError as exc:
             raise PublishError(f"{self.name(channel)}: {exc}") from exc
 
@@ -283,8 +293,14 @@ async def pipelined(
     items: Iterable[tuple[str, bytes]],
     send: Callable[[str, bytes], Awaitable[None]],
     window: int,
+    retry_for_s: float = 0.0,
 ) -> int:
-    """Run `send` for each item with at most `window` in flight; stop at the first failure."""
+    """Run `send` for each item with at most `window` in flight; stop at the first failure.
+
+    An item whose send fails is sent again, with backoff, for up to `retry_for_s`: the broker
+    node went away and the connection is moving to another. Sending twice is safe, since every
+    item carries its message id and consumers are idempotent.
+    """
     slots = asyncio.Semaphore(window)
     failures: list[BaseException] = []
     confirmed = 0
@@ -292,7 +308,7 @@ async def pipelined(
     async def one(message_id: str, body: bytes) -> None:
         nonlocal confirmed
         try:
-            await send(message_id, body)
+            await _retried(lambda: send(message_id, body), retry_for_s)
             confirmed += 1
         except BaseException as exc:  # collected and re-raised below
             failures.append(exc)
@@ -313,6 +329,42 @@ async def pipelined(
     if failures:
         raise PublishError(repr(failures[0])) from failures[0]
     return confirmed
+
+
+def confirm_lost(exc: BaseException) -> bool:
+    """A CancelledError that is not this task's own cancellation: the client library cancelled
+    the confirm it was waiting for, because its connection to the node closed (aiormq does, when
+    a partition's heartbeat timeout ends the connection). A failed publish, not a shutdown."""
+    task = asyncio.current_task()
+    return isinstance(exc, asyncio.CancelledError) and not (task and task.cancelling())
+
+
+async def _retried(attempt: Callable[[], Awaitable[None]], retry_for_s: float) -> None:
+    """`attempt` again, with backoff, until it succeeds or `retry_for_s` have passed since
+    its first failure (an attempt may itself take its confirm timeout to fail)."""
+    deadline: float | None = None
+    pause = 0.2
+    while True:
+        try:
+            return await attempt()
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and not confirm_lost(exc):
+                raise
+            now = time.monotonic()
+            deadline = deadline or now + retry_for_s
+            if now + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
+
+
+def public_urls(nodes: Iterable[str]) -> list[str]:
+    """The broker's node URLs without credentials: one AsyncAPI server each."""
+    urls = []
+    for node in nodes:
+        url = urlsplit(node)
+        urls.append(url._replace(netloc=url.netloc.rpartition("@")[2]).geturl())
+    return urls
 
 
 def _about(channel: Channel) -> str:

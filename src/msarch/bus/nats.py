@@ -15,6 +15,10 @@ A consumer that dies leaves its unacked messages to be redelivered after
 messages it is still working on (say, held through a Redis outage) claimed with
 in-progress acks, so they are not redelivered meanwhile nor burn `max_deliver`.
 
+On a JetStream cluster each stream has MSARCH_NATS_REPLICAS replicas (a PubAck then means a
+majority of them hold the message) and the client moves between the servers listed in
+MSARCH_BROKER_URL.
+
 Durability: streams use file storage, but the server decides when it fsyncs
 (`sync_interval`, 2 min by default). The embedded server that `msarch up`
 starts runs with `sync_interval: always`; see README for a shared server.
@@ -26,7 +30,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
@@ -50,6 +53,7 @@ from msarch.bus.base import (
     REASON_HEADER,
     Bus,
     ObjectKind,
+    public_urls,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -59,6 +63,8 @@ log = logging.getLogger("msarch.bus.nats")
 MSG_ID = "Nats-Msg-Id"
 BROADCAST_MAX_AGE_S = 3600.0
 DUPLICATE_WINDOW_S = 120.0
+PUBACK_TIMEOUT_S = 5.0
+"""How long publish_stream waits for one item's PubAck before sending it again."""
 ACK_WAIT_S = 6.0
 """How soon the messages of a consumer that died are redelivered."""
 
@@ -67,10 +73,13 @@ class NatsBus(Bus[NatsBroker]):
     def __init__(self, settings: Settings, *, service: str) -> None:
         super().__init__(settings, service=service)
         self.broker = NatsBroker(
-            settings.broker_url,
+            settings.broker_urls,  # nats-py moves to another server of the list by itself
             max_reconnect_attempts=-1,  # keep trying: an outage delays, it does not kill
             reconnect_time_wait=1,
-            specification_url=_public_urls(settings.broker_url),
+            # A server that stops answering (cut off) is left after two unanswered pings.
+            ping_interval=max(1, round(settings.broker_heartbeat_s / 2)),
+            max_outstanding_pings=2,
+            specification_url=public_urls(settings.broker_urls),
             **self._broker_options(),
         )
         self.work = self._file_stream(
@@ -111,6 +120,7 @@ class NatsBus(Bus[NatsBroker]):
             storage=StorageType.FILE,
             max_age=max_age,
             duplicate_window=duplicate_window,
+            num_replicas=self.settings.nats_replicas,
             declare=False,
         )
 
@@ -201,7 +211,9 @@ class NatsBus(Bus[NatsBroker]):
                 body,
                 stream=stream,
                 headers={**base, MSG_ID: message_id},
-                timeout=self.settings.upstream_timeout_s,
+                # A PubAck takes milliseconds; one that has not come in this long went to a
+                # server that is gone, and publish_stream sends the item again.
+                timeout=min(self.settings.upstream_timeout_s, PUBACK_TIMEOUT_S),
             )
 
         return send
@@ -291,13 +303,3 @@ async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
     except BadRequestError:
         # It exists with another configuration (e.g. an older version): update it.
         await js.update_stream(config=config)
-
-
-def _public_urls(broker_url: str) -> list[str]:
-    """The node URLs without credentials, one AsyncAPI server each (FastStream would
-    read MSARCH_BROKER_URL's comma-separated list as one)."""
-    urls = []
-    for node in broker_url.split(","):
-        url = urlsplit(node.strip())
-        urls.append(url._replace(netloc=url.netloc.rpartition("@")[2]).geturl())
-    return urls

@@ -2,16 +2,20 @@
 
 - work channels are durable quorum queues with a delivery limit and
   at-least-once dead-lettering into `<channel>.dead` (the broker's own safety
-  net; the consume middleware dead-letters first, with the reason);
+  net; the consume middleware dead-letters first, with the reason), set as a
+  policy when the management API is configured; on a cluster they are
+  replicated on every node listed (MSARCH_QUORUM_SIZE), and the connection moves
+  to another node when its node goes away (rabbit_cluster.py);
 - broadcast channels are fanout exchanges; each running instance binds its own
-  exclusive queue, which goes away with the instance;
+  queue, which goes away with the instance (replicated on a cluster, see
+  _instance_queue);
 - messages are persistent, every publish waits for the publisher confirm, and
   an unroutable work message raises instead of vanishing.
 """
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel
@@ -24,6 +28,8 @@ from faststream.rabbit import (
     RabbitExchange,
     RabbitQueue,
 )
+from faststream.rabbit.schemas.queue import ClassicQueueArgs, QuorumQueueArgs
+from yarl import URL
 
 from msarch import channels
 from msarch.bus.base import (
@@ -32,16 +38,31 @@ from msarch.bus.base import (
     REASON_HEADER,
     Bus,
     ObjectKind,
+    public_urls,
 )
+from msarch.bus.rabbit_cluster import apply_policy, node_connection, work_policy
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
+
+INSTANCE_QUEUE_EXPIRES_S = 60.0
+"""On a cluster: how long an instance's broadcast queue outlives the instance."""
+
+
+def with_heartbeat(url: str, seconds: float) -> str:
+    """`url` with aio-pika's heartbeat (seconds) unless it names one itself."""
+    parsed = URL(url)
+    if "heartbeat" in parsed.query:
+        return url
+    return str(parsed.update_query(heartbeat=max(1, round(seconds))))
 
 
 class RabbitBus(Bus[RabbitBroker]):
     def __init__(self, settings: Settings, *, service: str) -> None:
         super().__init__(settings, service=service)
+        nodes = [with_heartbeat(url, settings.broker_heartbeat_s) for url in settings.broker_urls]
+        self.clustered = len(nodes) > 1
         self.broker = RabbitBroker(
-            settings.broker_url,
+            nodes[0],
             fail_fast=True,
             reconnect_interval=1.0,
             default_channel=AmqpChannel(
@@ -50,8 +71,12 @@ class RabbitBus(Bus[RabbitBroker]):
                 on_return_raises=True,
             ),
             app_id=service,
+            specification_url=",".join(public_urls(nodes)),
             **self._broker_options(),
         )
+        if self.clustered:
+            # FastStream hands its connection options to aio-pika's connect_robust as they are.
+            self.broker._connection_kwargs["connection_class"] = node_connection(nodes)
         self.dead_exchange = RabbitExchange(
             f"{self.prefix}msarch.dead", type=ExchangeType.DIRECT, durable=True
         )
@@ -70,33 +95,68 @@ class RabbitBus(Bus[RabbitBroker]):
 
     def _work_queue(self, channel: Channel) -> RabbitQueue:
         name = self.name(channel)
+        arguments: dict[str, Any] = {}
+        if self.settings.rabbit_management_url is None:  # no policy: fixed at declaration
+            arguments.update(self._work_policy(), **{"x-dead-letter-routing-key": name})
+        if size := self._quorum_size():
+            arguments["x-quorum-initial-group-size"] = size
         return RabbitQueue(
             name,
             queue_type=QueueType.QUORUM,
             durable=True,
-            arguments={
-                "x-delivery-limit": self.settings.delivery_limit,
-                "x-dead-letter-exchange": self.dead_exchange.name,
-                "x-dead-letter-routing-key": name,
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            },
+            arguments=cast("QuorumQueueArgs", arguments),
         )
+
+    def _work_policy(self) -> dict[str, Any]:
+        """Delivery limit and at-least-once dead-lettering of the work queues, as queue
+        arguments (x-...) or, without the prefix, as a policy's definition."""
+        return {
+            "x-delivery-limit": self.settings.delivery_limit,
+            # Dead letters keep their routing key, the queue's name: `<channel>.dead` binds it.
+            "x-dead-letter-exchange": self.dead_exchange.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def _quorum_size(self) -> int | None:
+        """Replicas of each work queue: as configured, else every node listed, else the
+        broker's own default."""
+        nodes = len(self.settings.broker_urls) if self.clustered else None
+        return self.settings.quorum_size or nodes
 
     def _broadcast_exchange(self, channel: Channel) -> RabbitExchange:
         return RabbitExchange(self.name(channel), type=ExchangeType.FANOUT, durable=True)
 
     def _instance_queue(self, channel: Channel) -> RabbitQueue:
-        # One queue per running instance; it goes away with the instance.
+        """One queue per running instance; it goes away with the instance.
+
+        On one node it is exclusive to the connection. On a cluster a connection moves
+        between nodes and an exclusive queue would go with the node it lived on, and with it
+        every message broadcast until the instance declared it again elsewhere: there it is
+        a quorum queue, replicated like the work queues, that expires once its instance has
+        been gone for INSTANCE_QUEUE_EXPIRES_S.
+        """
+        name = f"{self.name(channel)}.{self.instance}"
+        dead_letters: dict[str, Any] = {
+            "x-dead-letter-exchange": self.dead_exchange.name,
+            "x-dead-letter-routing-key": self.name(channel),
+        }
+        if not self.clustered:
+            return RabbitQueue(
+                name,
+                durable=False,
+                exclusive=True,
+                auto_delete=True,
+                arguments=cast("ClassicQueueArgs", dead_letters),
+            )
+        arguments = {**dead_letters, "x-expires": int(INSTANCE_QUEUE_EXPIRES_S * 1000)}
+        if size := self._quorum_size():
+            arguments["x-quorum-initial-group-size"] = size
         return RabbitQueue(
-            f"{self.name(channel)}.{self.instance}",
-            durable=False,
-            exclusive=True,
-            auto_delete=True,
-            arguments={
-                "x-dead-letter-exchange": self.dead_exchange.name,
-                "x-dead-letter-routing-key": self.name(channel),
-            },
+            name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            arguments=cast("QuorumQueueArgs", arguments),
         )
 
     # -- consuming ---------------------------------------------------------------
@@ -198,6 +258,13 @@ class RabbitBus(Bus[RabbitBroker]):
     # -- declaring and dropping --------------------------------------------------
 
     async def _declare(self) -> None:
+        if management := self.settings.rabbit_management_url:
+            work = [self.name(c) for c in channels.ALL if c.delivery is Delivery.WORK]
+            definition = {k.removeprefix("x-"): v for k, v in self._work_policy().items()}
+            vhost = URL(self.settings.broker_urls[0]).path.removeprefix("/") or "/"
+            await apply_policy(
+                management, vhost, f"{self.prefix}msarch-work", work_policy(work, definition)
+            )
         dead = await self.broker.declare_exchange(self.dead_exchange)
         for channel in channels.ALL:
             queue = await self.broker.declare_queue(self.dead_letter_queue(channel))

@@ -7,24 +7,31 @@ Split by capability, as eventsourcing splits its recorders:
   key_values.py   KeyValues: roundtrip values, exactly once per message id
   batches.py      Batches: request, stage, commit, fail, read
   projections.py  Projections: bulk reads and writes for replay
+  replication.py  DurableWrites: a write, then WAIT for the replicas, before an ack
   scripts/*.lua   the atomic writes, read once at import
 
 `Store` holds one of each for a namespace; services call its methods, which
-hand over to the capability that owns them.
+hand over to the capability that owns them. `Store.from_settings` connects as
+MSARCH_REDIS_* say: to MSARCH_REDIS_URL, or to the primary Sentinel names.
 """
 
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import Sentinel
 
 from msarch.events import Event
 from msarch.messages import BatchItem, BatchStatus, KeyValue
+from msarch.settings import Settings
 from msarch.storage.batches import Batches, BatchState, StageResult
 from msarch.storage.event_log import EventLog
 from msarch.storage.key_values import IDEMPOTENCY_TTL_S, KeyValues, MessageState, StoredKeyValue
 from msarch.storage.keys import Keys
 from msarch.storage.projections import BatchHash, Projections
+from msarch.storage.replication import NO_WAIT, DurableWrites, NotReplicatedError, Replication
 
 __all__ = [
     "IDEMPOTENCY_TTL_S",
@@ -35,7 +42,9 @@ __all__ = [
     "KeyValues",
     "Keys",
     "MessageState",
+    "NotReplicatedError",
     "Projections",
+    "Replication",
     "StageResult",
     "Store",
     "StoredKeyValue",
@@ -45,37 +54,63 @@ __all__ = [
 class Store:
     """The event log and the projections of one namespace in one Redis database."""
 
-    def __init__(self, client: "aioredis.Redis", namespace: str = "") -> None:
+    def __init__(
+        self,
+        client: "aioredis.Redis",
+        namespace: str = "",
+        replication: Replication = NO_WAIT,
+        *,
+        sentinel: Sentinel | None = None,
+    ) -> None:
         self.redis = client
         """The connection itself: for tests that look at raw keys, not for the services."""
         self.namespace = namespace
+        self.replication = replication
+        self._sentinel = sentinel
         self.keys = Keys(namespace)
+        writes = DurableWrites(client, replication, self.keys.replication_mark)
         self.events = EventLog(client, self.keys)
-        self.key_values = KeyValues(client, self.keys)
-        self.batches = Batches(client, self.keys)
+        self.key_values = KeyValues(client, self.keys, writes)
+        self.batches = Batches(client, self.keys, writes)
         self.projections = Projections(client, self.keys)
 
     @classmethod
-    def from_url(cls, url: str, namespace: str = "", max_connections: int = 64) -> "Store":
-        # Blocking: a handler waits for a free connection instead of failing as if
-        # Redis were down (every in-flight message may want one at once).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=10,
-            max_connections=max_connections,
-            timeout=30,
+    def from_settings(
+        cls, settings: Settings, max_connections: int = 64, namespace: str | None = None
+    ) -> "Store":
+        """The Store a service uses: through Sentinel when MSARCH_REDIS_SENTINELS is set (the
+        client then follows a failover by itself), else at MSARCH_REDIS_URL; its writes wait
+        for MSARCH_REDIS_WAIT_REPLICAS replicas. `namespace` overrides MSARCH_NAMESPACE."""
+        namespace = settings.namespace if namespace is None else namespace
+        replication = Replication(settings.wait_replicas, settings.redis_wait_timeout_ms)
+        # A WAIT may take its whole timeout before the answer comes.
+        options = _client_options(max_connections, 5 + replication.timeout_ms / 1000)
+        if not settings.sentinels:
+            return cls(_client(settings.redis_url, options), namespace, replication)
+        # The URL gives only the database and the credentials; Sentinel names the host.
+        url = parse_url(settings.redis_url)
+        credentials: dict[str, Any] = {k: v for k, v in url.items() if k in _CREDENTIALS}
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            settings.sentinels, sentinel_kwargs={"socket_timeout": 2, "socket_connect_timeout": 2}
         )
-        return cls(aioredis.Redis.from_pool(pool), namespace)
+        # redis-py has no blocking Sentinel pool: past max_connections a call fails with
+        # MaxConnectionsError, a ConnectionError, which the store retries like an outage.
+        client = sentinel.master_for(settings.redis_master, **options, **credentials)
+        return cls(client, namespace, replication, sentinel=sentinel)
+
+    @classmethod
+    def from_url(cls, url: str, namespace: str = "", max_connections: int = 64) -> "Store":
+        """A Store at a raw URL with no replicas to wait for (tests, one-off tools)."""
+        return cls(_client(url, _client_options(max_connections, socket_timeout=5)), namespace)
 
     def in_namespace(self, namespace: str) -> "Store":
         """The same Redis connection, another namespace (a scratch one for replay or tests)."""
-        return Store(self.redis, namespace)
+        return Store(self.redis, namespace, self.replication)
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -135,3 +170,23 @@ class Store:
 
     async def last_event_id(self) -> str | None:
         return await self.events.last_id()
+
+
+_CREDENTIALS = ("db", "username", "password")
+
+
+def _client_options(max_connections: int, socket_timeout: float) -> dict[str, Any]:
+    return {
+        "decode_responses": True,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 2,
+        "health_check_interval": 10,
+        "max_connections": max_connections,
+    }
+
+
+def _client(url: str, options: dict[str, Any]) -> "aioredis.Redis":
+    # Blocking: a handler waits for a free connection instead of failing as if Redis were
+    # down (every in-flight message may want one at once).
+    pool = aioredis.BlockingConnectionPool.from_url(url, timeout=30, **options)
+    return aioredis.Redis.from_pool(pool)

@@ -18,6 +18,7 @@ from msarch.messages import BatchItem, BatchStatus
 from msarch.storage import scripts
 from msarch.storage.clock import iso_now, now_ms
 from msarch.storage.keys import Keys
+from msarch.storage.replication import DurableWrites
 
 FINAL_STATUSES = " ".join(status.value for status in BatchStatus if status.is_final)
 """Passed to the scripts, which cannot import BatchStatus."""
@@ -41,9 +42,10 @@ class BatchState:
 
 
 class Batches:
-    def __init__(self, client: "aioredis.Redis", keys: Keys) -> None:
+    def __init__(self, client: "aioredis.Redis", keys: Keys, writes: DurableWrites) -> None:
         self._redis = client
         self._keys = keys
+        self._writes = writes
         self._request: AsyncScript = client.register_script(scripts.REQUEST_BATCH)
         self._stage: AsyncScript = client.register_script(scripts.STAGE_ITEMS)
         self._fail: AsyncScript = client.register_script(scripts.FAIL_BATCH)
@@ -52,7 +54,8 @@ class Batches:
     async def request(self, batch_id: UUID, size: int, correlation_id: str | None = None) -> None:
         """Append BatchRequested: the batch exists, its items are on their way."""
         bid = str(batch_id)
-        await self._request(
+        await self._writes.script(
+            self._request,
             keys=[self._keys.batch_meta(bid), self._keys.events],
             args=[bid, size, now_ms(), iso_now(), correlation_id or ""],
         )
@@ -70,7 +73,8 @@ class Batches:
                 raise ValueError("stage_items takes items of one batch and one size")
             args += [item.index, item.key, item.value]
         keys = self._keys
-        status, outcome, stored, detail = await self._stage(
+        status, outcome, stored, detail = await self._writes.script(
+            self._stage,
             keys=[
                 keys.batch_meta(bid),
                 keys.batch_staging(bid),
@@ -87,7 +91,8 @@ class Batches:
         """Make a batch final with a failure, unless it already is; returns its final status."""
         bid = str(batch_id)
         keys = self._keys
-        result = await self._fail(
+        result = await self._writes.script(
+            self._fail,
             keys=[keys.batch_meta(bid), keys.batch_staging(bid), keys.assembling, keys.events],
             args=[bid, status.value, detail, now_ms(), iso_now(), FINAL_STATUSES],
         )
@@ -96,6 +101,7 @@ class Batches:
     async def keep_assembling(self, batch_id: UUID) -> bool:
         """The batch's publisher is alive: it is not stalled (False once it is final)."""
         bid = str(batch_id)
+        # Nothing is acknowledged after a keep-alive: it does not wait for replicas.
         kept = await self._keep(
             keys=[self._keys.batch_meta(bid), self._keys.assembling],
             args=[bid, now_ms(), FINAL_STATUSES],

@@ -15,6 +15,7 @@ from msarch.messages import KeyValue
 from msarch.storage import scripts
 from msarch.storage.clock import iso_now
 from msarch.storage.keys import Keys
+from msarch.storage.replication import DurableWrites
 
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 
@@ -37,16 +38,18 @@ class StoredKeyValue(NamedTuple):
 
 
 class KeyValues:
-    def __init__(self, client: "aioredis.Redis", keys: Keys) -> None:
+    def __init__(self, client: "aioredis.Redis", keys: Keys, writes: DurableWrites) -> None:
         self._redis = client
         self._keys = keys
+        self._writes = writes
         self._store: AsyncScript = client.register_script(scripts.STORE_KEY_VALUE)
 
     async def store(self, kv: KeyValue, correlation_id: str | None = None) -> StoredKeyValue:
         """Append KeyValueStored and set kv:{key}, once per message id."""
         message_id = str(kv.id)
         keys = self._keys
-        state, event_id = await self._store(
+        state, event_id = await self._writes.script(
+            self._store,
             keys=[keys.kv(kv.key), keys.message(message_id), keys.events],
             args=[
                 kv.value,
@@ -60,8 +63,8 @@ class KeyValues:
         return StoredKeyValue(MessageState(state), str(event_id))
 
     async def mark_forwarded(self, kv: KeyValue) -> None:
-        await self._redis.hset(
-            self._keys.message(str(kv.id)), "state", MessageState.FORWARDED.value
+        await self._writes.command(
+            "HSET", self._keys.message(str(kv.id)), "state", MessageState.FORWARDED.value
         )
 
     async def get(self, key: str) -> str | None:

@@ -10,6 +10,9 @@ All under "{namespace}msarch:" (the public layout in ARCHITECTURE.md):
   assembling             batches being assembled, by last activity: a staged item or
                          the publisher's keep-alive (for timeouts)
   msg:{message id}       idempotency marker: state ("stored", then "forwarded") and event id
+  rate:{route}:{client}  the gateway's rate-limit state of a client on a route (it expires)
+and one pub/sub channel, never subscribed to:
+  replicated             published on after each write that waits for replicas (replication.py)
 """
 
 from uuid import UUID
@@ -26,6 +29,7 @@ class Keys:
         self.events = self.prefix + "events"
         self.batches = self.prefix + "batches"
         self.assembling = self.prefix + "assembling"
+        self.replication_mark = self.prefix + "replicated"
 
     def kv(self, key: str) -> str:
         return f"{self.prefix}kv:{key}"
@@ -42,6 +46,9 @@ class Keys:
 
     def batch_meta(self, batch_id: UUID | str) -> str:
         return f"{self.prefix}batch:{batch_id}:meta"
+
+    def rate_limit(self, route: str, client: str) -> str:
+        return f"{self.prefix}rate:{route}:{client}"
 
     def matching(self, pattern: str) -> str:
         """A SCAN pattern for keys of this namespace only."""

@@ -8,7 +8,8 @@ benchmarks and users' own tests (as faststream.rabbit ships TestRabbitBroker).
 - stack: the five services as processes (`Stack`, `running_stack`, `stack_factory`);
 - load: roundtrips under load, every answer recorded, and the checks that nothing was lost;
 - http_client: the keep-alive HTTP/1.1 client the load runs on;
-- servers, tcp_proxy: a private Redis, NATS or RabbitMQ, and a cuttable link, for fault tests.
+- servers, tcp_proxy: a private Redis, NATS or RabbitMQ, a replicated Redis with Sentinels
+  (ReplicatedRedis), and a cuttable link, for fault tests.
 
 Nothing here imports pytest: the fixtures are the test suite's, built on these.
 """

@@ -204,6 +204,8 @@ async def events_once_stored(
     """Wait until every confirmed key/value is in Redis; then how many KeyValueStored events
     each confirmed message id has in the log (a missing one has none)."""
 
+    confirmed = dict(confirmed)  # a load that still runs adds to it: these, as of now
+
     async def all_stored() -> bool:
         return not await missing_keys(store, confirmed)
 

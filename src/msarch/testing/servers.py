@@ -1,10 +1,12 @@
-"""Private servers for fault tests: a Redis, a NATS and a RabbitMQ of the test's own.
+"""Private servers for fault tests: a Redis, a NATS and a RabbitMQ of the test's own, and
+a replicated Redis (primary, replica, Sentinels).
 
 Tests that kill or restart a server use one of these, on a free port with its
 data in a temporary directory, never the shared servers of the machine. Each is
 started as a child process in a session of its own, so `kill()` is kill -9 of
-the whole server (RabbitMQ's shell wrapper and its Erlang VM alike), and
-`start()` again brings it back on the same port with the same data.
+the whole server (RabbitMQ's shell wrapper and its Erlang VM alike), `pause()`
+is SIGSTOP (a hung host: connected, silent), and `start()` again brings it
+back on the same port with the same data.
 """
 
 import asyncio
@@ -13,7 +15,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
+
+import redis.asyncio as aioredis
 
 from msarch.embedded import free_port
 
@@ -91,40 +97,189 @@ class ServerProcess:
         try:
             async with asyncio.timeout(15):
                 await self.process.wait()
-        except TimeoutError:
+        except TimeoutError:  # e.g. Redis refuses to stop while it writes its first AOF
             await self.kill()
+            return
         # The group may outlive its leader (RabbitMQ's VM under the shell wrapper).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing until resume()."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            # A server that died meanwhile needs no resuming (stop() then cleans up after it).
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGCONT)
+
 
 class PrivateRedis(ServerProcess):
-    """Redis with AOF fsync on every write, as compose and `msarch up` run it."""
+    """Redis with AOF fsync on every write, as compose and `msarch up` run it; a replica of
+    `replica_of` when that is set (read at each start)."""
 
     name = "redis"
+
+    def __init__(self, data_dir: Path, replica_of: "PrivateRedis | None" = None) -> None:
+        super().__init__(data_dir)
+        self.replica_of = replica_of
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/9"
 
     def command(self) -> list[str]:
-        return [
+        command = [
             "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
             "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "always",
             "--save", "", "--daemonize", "no",
+            # A replica syncs at once (the default waits 5 s for others to share the transfer).
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
+        if self.replica_of is not None:
+            command += ["--replicaof", "127.0.0.1", str(self.replica_of.port)]
+        return command
+
+    async def info(self, section: str) -> dict[str, Any]:
+        async with _client(self.port) as client:
+            found: dict[str, Any] = await client.info(section)
+            return found
 
     async def ready(self) -> bool:
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis(port=self.port, socket_connect_timeout=1)
         try:
-            return bool(await client.ping())  # False while it loads its AOF
+            async with _client(self.port) as client:
+                return bool(await client.ping())  # False while it loads its AOF
         except Exception:
             return False
-        finally:
-            await client.aclose()
+
+    async def wait_replicating(self, timeout_s: float = 30.0) -> None:
+        """Until this replica has synced with its primary (master_link_status:up)."""
+        deadline = time.monotonic() + timeout_s
+        while (await self.info("replication")).get("master_link_status") != "up":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replica on {self.port} did not sync in {timeout_s:g} s")
+            await asyncio.sleep(0.05)
+
+
+class PrivateSentinel(ServerProcess):
+    """A Redis Sentinel watching `monitored` as `master`, quick to fail over (1 s down)."""
+
+    name = "sentinel"
+
+    def __init__(
+        self, data_dir: Path, monitored: PrivateRedis, master: str, quorum: int = 2
+    ) -> None:
+        super().__init__(data_dir)
+        self.monitored, self.master, self.quorum = monitored, master, quorum
+
+    def command(self) -> list[str]:
+        config = self.data_dir / "sentinel.conf"
+        if not config.exists():  # Sentinel rewrites it with what it learns: kept for a restart
+            name = self.master
+            config.write_text(
+                f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\n"
+                f"sentinel monitor {name} 127.0.0.1 {self.monitored.port} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {name} 1000\n"
+                f"sentinel failover-timeout {name} 5000\n"
+                f"sentinel parallel-syncs {name} 1\n"
+            )
+        return ["redis-server", str(config), "--sentinel"]
+
+    async def ready(self) -> bool:
+        try:
+            async with _client(self.port) as client:
+                return bool(await client.ping())
+        except Exception:
+            return False
+
+    async def master_port(self) -> int | None:
+        """The port of the primary this Sentinel names now."""
+        async with _client(self.port) as client:
+            address = await client.sentinel_get_master_addr_by_name(self.master)
+        return int(cast(tuple[str, int], address)[1]) if address else None
+
+    async def sees_all(self, replicas: int, sentinels: int) -> bool:
+        """It knows the primary's replicas and the other Sentinels: a failover can happen."""
+        async with _client(self.port) as client:
+            state = cast(dict[str, Any], await client.sentinel_master(self.master))
+        return bool(
+            state["num-slaves"] >= replicas and state["num-other-sentinels"] >= sentinels - 1
+        )
+
+
+class ReplicatedRedis:
+    """A primary, one replica and `sentinels` Sentinels of their own, as compose's cluster
+    runs Redis: `async with ReplicatedRedis(tmp) as redis:` starts them all and waits until
+    the replica has synced and every Sentinel sees the others (a failover can happen)."""
+
+    master = "mymaster"
+
+    def __init__(self, data_dir: Path, sentinels: int = 3) -> None:
+        self.primary = PrivateRedis(data_dir / "primary")
+        self.replica = PrivateRedis(data_dir / "replica", replica_of=self.primary)
+        self.sentinels = [
+            PrivateSentinel(data_dir / f"sentinel-{i}", self.primary, self.master)
+            for i in range(sentinels)
+        ]
+
+    @property
+    def sentinel_addresses(self) -> str:
+        """The value of MSARCH_REDIS_SENTINELS."""
+        return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        await self.primary.start()
+        await self.replica.start()
+        await self.replica.wait_replicating(timeout_s)
+        await asyncio.gather(*(s.start() for s in self.sentinels))
+        deadline = time.monotonic() + timeout_s
+        for sentinel in self.sentinels:
+            while not await sentinel.sees_all(replicas=1, sentinels=len(self.sentinels)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Sentinels did not find each other in {timeout_s:g} s")
+                await asyncio.sleep(0.1)
+
+    async def wait_for_primary(self, server: PrivateRedis, timeout_s: float = 30.0) -> float:
+        """Until every running Sentinel names `server` as the primary; the seconds it took."""
+        started = time.monotonic()
+        while True:
+            running = [s for s in self.sentinels if s.running]
+            if running and all([await s.master_port() == server.port for s in running]):
+                return time.monotonic() - started
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"no failover to port {server.port} in {timeout_s:g} s")
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        servers: list[ServerProcess] = [*self.sentinels, self.replica, self.primary]
+        for server in servers:
+            server.resume()  # a paused server would not hear SIGTERM
+        await asyncio.gather(*(server.stop() for server in servers))
+
+    async def __aenter__(self) -> "ReplicatedRedis":
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def _client(port: int) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(
+        port=port, socket_connect_timeout=1, socket_timeout=2, decode_responses=True
+    )
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 class PrivateNats(ServerProcess):

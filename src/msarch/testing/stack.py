@@ -19,7 +19,7 @@ import websockets
 
 from msarch.settings import SERVICES, Settings
 from msarch.storage import Store
-from msarch.supervision import ServiceProcess
+from msarch.supervision import Printer, ServiceProcess
 from msarch.testing.isolation import env_of, free_port, isolated_settings, namespace_cleanup
 
 __all__ = [
@@ -56,6 +56,8 @@ class Stack:
     """Services of one namespace as child processes; `processes` by service name."""
 
     settings: Settings
+    printer: Printer = _quiet
+    """Gets every line the services print (by default only errors reach the output)."""
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     extra: list[ServiceProcess] = field(default_factory=list)
     """Instances added with add_instance(), each on a port of its own."""
@@ -70,7 +72,7 @@ class Stack:
 
     def store(self) -> Store:
         """A Store on the stack's Redis and namespace (the caller closes it)."""
-        return Store.from_url(self.settings.redis_url, self.settings.namespace)
+        return Store.from_settings(self.settings)
 
     async def _launch(self, process: ServiceProcess) -> None:
         await process.start()
@@ -79,7 +81,7 @@ class Stack:
     async def start(self, services: tuple[str, ...] = SERVICES) -> None:
         for service in services:
             self.processes[service] = ServiceProcess(
-                service, self.settings, env=env_of(self.settings), printer=_quiet
+                service, self.settings, env=env_of(self.settings), printer=self.printer
             )
         await asyncio.gather(*(self._launch(self.processes[s]) for s in services))
         await asyncio.gather(*(self.processes[s].wait_healthy(START_TIMEOUT_S) for s in services))
@@ -89,10 +91,10 @@ class Stack:
         await self._launch(process)
         await process.wait_healthy(START_TIMEOUT_S)
 
-    async def add_instance(self, service: str) -> ServiceProcess:
-        """One more instance of a service, on a port of its own."""
-        settings = self.settings.model_copy(update={f"{service}_port": free_port()})
-        process = ServiceProcess(service, settings, env=env_of(settings), printer=_quiet)
+    async def add_instance(self, service: str, **overrides: Any) -> ServiceProcess:
+        """One more instance of a service, on a port of its own (and these settings)."""
+        settings = self.settings.model_copy(update={f"{service}_port": free_port(), **overrides})
+        process = ServiceProcess(service, settings, env=env_of(settings), printer=self.printer)
         self.extra.append(process)
         await self._launch(process)
         await process.wait_healthy(START_TIMEOUT_S)
@@ -116,12 +118,13 @@ async def running_stack(
     services: tuple[str, ...] = SERVICES,
     *,
     stop_timeout_s: float | None = None,
+    printer: Printer = _quiet,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
     """A private stack on `backend` (own namespace, free ports, these Settings overrides),
     stopped and its namespace deleted on any exit, Ctrl-C included."""
     settings = isolated_settings(backend, **overrides)
-    stack = Stack(settings)
+    stack = Stack(settings, printer)
     async with namespace_cleanup(settings.namespace):
         try:
             await stack.start(services)

@@ -1,4 +1,5 @@
-"""The Lua scripts of the store, one file each, read once when msarch.storage is imported.
+"""The Lua scripts of the store and of the gateway's rate limit, one file each, read once when
+msarch.storage is imported.
 
 Each runs atomically in Redis: the event is appended and the projections are
 updated together, or nothing is. Nothing is patched into their text; what
@@ -17,3 +18,4 @@ REQUEST_BATCH = _read("request_batch")
 STAGE_ITEMS = _read("stage_items")
 FAIL_BATCH = _read("fail_batch")
 KEEP_ASSEMBLING = _read("keep_assembling")
+RATE_LIMIT = _read("rate_limit")

@@ -1,0 +1,102 @@
+"""RabbitMQ beyond one node: a connection that moves between the cluster's nodes, and the
+queue settings that are policies (changed without deleting a queue).
+
+aio-pika's RobustConnection reconnects, but always to the one URL it was given. Each of
+NodeConnection's connection attempts tries the nodes in turn instead, starting with the node
+after the one it was last connected to (most likely the node that just went away), so a
+service outlives its node without a restart. Its channels, consumers and declared queues are
+restored on the new node by RobustConnection itself.
+
+Quorum queues hold their delivery limit and dead-lettering in a policy when the management API
+is configured (MSARCH_RABBIT_MANAGEMENT_URL): a policy can change on a running queue, a queue
+argument only by deleting the queue and what it holds.
+"""
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from aio_pika import RobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from yarl import URL
+
+log = logging.getLogger("msarch.bus.rabbit")
+
+_connect_transport = RobustConnection._RobustConnection__connect_transport  # type: ignore[attr-defined]
+"""RobustConnection's one connection attempt: to self.url (aio-pika 10.2, pinned)."""
+
+
+class NodeConnection(RobustConnection):
+    """A RobustConnection whose every attempt tries each node of a cluster in turn."""
+
+    def __init__(self, url: URL, *args: Any, nodes: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(url, *args, **kwargs)
+        # A cluster shares its users and vhosts: each node gets the first URL's credentials,
+        # vhost and the options FastStream put on it (heartbeat, connection name, ...).
+        self.nodes = [
+            url.with_host(node.host or "").with_port(node.port) for node in map(URL, nodes)
+        ]
+        self._next = 0
+
+    async def _RobustConnection__connect_transport(self) -> None:
+        failure: BaseException | None = None
+        for _ in self.nodes:
+            self.url = self.nodes[self._next]
+            self._next = (self._next + 1) % len(self.nodes)
+            try:
+                await _connect_transport(self)
+            except CONNECTION_EXCEPTIONS as exc:
+                log.warning("RabbitMQ node %s does not answer: %s", self, exc)
+                failure = exc
+            else:
+                log.info("connected to RabbitMQ node %s", self)
+                return
+        assert failure is not None
+        raise failure
+
+
+def node_connection(nodes: Sequence[str]) -> Callable[..., RobustConnection]:
+    """The `connection_class` for aio-pika's connect_robust that knows the cluster's nodes."""
+    return functools.partial(NodeConnection, nodes=nodes)
+
+
+# -- policies ----------------------------------------------------------------------------
+
+
+def work_policy(queues: Sequence[str], definition: dict[str, Any]) -> dict[str, Any]:
+    """The body of the policy that applies `definition` to exactly these queues."""
+    return {
+        "pattern": "^(" + "|".join(re.escape(q) for q in queues) + ")$",
+        "apply-to": "queues",
+        "priority": 10,
+        "definition": definition,
+    }
+
+
+async def apply_policy(
+    management_urls: str, vhost: str, name: str, policy: dict[str, Any], timeout_s: float = 10
+) -> None:
+    """PUT the policy through the first management API that answers (policies are
+    cluster-wide, so any node will do); raise with every node's answer if none took it."""
+    failures = []
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    for node in filter(None, (u.strip() for u in management_urls.split(","))):
+        url = urlsplit(node)
+        auth = aiohttp.BasicAuth(url.username or "guest", url.password or "guest")
+        base = f"{url.scheme}://{url.hostname}:{url.port or 15672}"
+        endpoint = f"{base}/api/policies/{quote(vhost, safe='')}/{quote(name, safe='')}"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout, auth=auth) as session,
+                session.put(endpoint, json=policy) as response,
+            ):
+                if response.status in (200, 201, 204):
+                    return
+                failures.append(f"{base}: {response.status} {(await response.text())[:200]}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            failures.append(f"{base}: {exc!r}")
+    raise ConnectionError(f"no RabbitMQ management API took policy {name}: {failures}")

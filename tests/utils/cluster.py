@@ -1,0 +1,121 @@
+"""The cluster stack under test (infra/compose.cluster.yaml) on one backend: who leads, whether a
+node serves, whether the cluster is whole, each asked of the engines themselves.
+
+Nodes are named by their compose services (rabbitmq1..3, nats1..3). RabbitMQ is asked through
+the management API of a given node, not rabbitmqctl: during a partition the CLI can hang on the
+majority side for a while, the API answers.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+
+from tests.utils.compose import (
+    NATS_SERVERS,
+    RABBITMQ_NODES,
+    ComposeError,
+    ComposeStack,
+    stream_detail,
+)
+
+Backend = Literal["rabbit", "nats"]
+WORK_QUEUES = ("event", "batch")
+"""RabbitMQ's work queues in the stack (its namespace is empty)."""
+WORK_STREAM = "msarch-work"
+"""The NATS stream of the `event` and `batch` subjects."""
+ASK_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Cluster:
+    stack: ComposeStack
+    backend: Backend
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return RABBITMQ_NODES if self.backend == "rabbit" else NATS_SERVERS
+
+    async def _get(self, node: str, port: int, path: str) -> httpx.Response:
+        """GET from a node's HTTP port (RabbitMQ management, NATS monitoring) at its address."""
+        address = await self.stack.service_address(node)
+        async with httpx.AsyncClient(timeout=ASK_TIMEOUT_S, auth=("guest", "guest")) as client:
+            return await client.get(f"http://{address}:{port}{path}")
+
+    # -- who leads -----------------------------------------------------------------
+
+    async def leaders(self, *, asking: str | None = None) -> dict[str, str]:
+        """Queue or stream -> its leader, as node `asking` (default: the first node) sees it:
+        RabbitMQ's `event` and `batch` quorum queues, or NATS's work stream."""
+        node = asking or self.nodes[0]
+        if self.backend == "rabbit":
+            leaders = {}
+            for queue in WORK_QUEUES:
+                answer = await self._get(node, 15672, f"/api/queues/%2F/{queue}")
+                leaders[queue] = str(answer.json().get("leader", "")).partition("@")[2]
+            return leaders
+        detail = stream_detail(await self.stack.jsz(node, "streams=true"), WORK_STREAM) or {}
+        return {WORK_STREAM: detail.get("cluster", {}).get("leader", "")}
+
+    async def replicas(self) -> dict[str, int]:
+        """Queue or stream -> on how many nodes it is held."""
+        if self.backend == "rabbit":
+            return {
+                queue: len((await self.queue(queue)).get("members", [])) for queue in WORK_QUEUES
+            }
+        detail = stream_detail(await self.stack.jsz(self.nodes[0], "streams=true"), WORK_STREAM)
+        return {
+            WORK_STREAM: 1 + len(detail.get("cluster", {}).get("replicas", [])) if detail else 0
+        }
+
+    async def queue(self, name: str) -> dict[str, Any]:
+        """RabbitMQ's management API view of a queue (policy, members, messages...)."""
+        answer = await self._get(self.nodes[0], 15672, f"/api/queues/%2F/{name}")
+        answer.raise_for_status()
+        found: dict[str, Any] = answer.json()
+        return found
+
+    async def leader(self) -> str:
+        """The node leading the work (`event`'s queue on RabbitMQ, the work stream on NATS)."""
+        return next(iter((await self.leaders()).values()))
+
+    # -- health --------------------------------------------------------------------
+
+    async def serves(self, node: str) -> bool:
+        """Does the node take work? RabbitMQ: its rabbit app runs (a minority node pauses it and
+        closes its listeners). NATS: its full /healthz passes (a server cut off from the meta
+        leader fails it; its streams have no quorum and confirm no publish). Asked inside the
+        node's container, which a partition does not cut off from the test."""
+        if self.backend == "rabbit":
+            command = ["rabbitmq-diagnostics", "-q", "-t", "5", "check_running"]
+        else:
+            command = ["wget", "-qO-", "-T", "5", "http://127.0.0.1:8222/healthz"]
+        try:
+            container = await self.stack.container(node)
+            await self.stack.docker("exec", container, *command, timeout_s=15)
+        except (ComposeError, ValueError):  # ValueError: its container is not running
+            return False
+        return True
+
+    async def formed(self) -> bool:
+        """Every node is running and back in the one cluster, as the nodes themselves say."""
+        try:
+            if self.backend == "rabbit":
+                for node in self.nodes:
+                    answer = await self._get(node, 15672, "/api/nodes")
+                    running = [n for n in answer.json() if n["running"]]
+                    if len(running) != len(self.nodes) or any(n["partitions"] for n in running):
+                        return False
+                    if not await self.serves(node):
+                        return False
+                return True
+            for node in self.nodes:
+                if (await self._get(node, 8222, "/healthz")).status_code != 200:
+                    return False
+            return True
+        except (httpx.HTTPError, ValueError, KeyError):
+            return False
+
+    async def whole(self) -> bool:
+        """The cluster is formed and every container of the stack is healthy again."""
+        return await self.formed() and await self.stack.healthy()
