@@ -7,7 +7,14 @@
 #   redis-run.sh [--sentinel] TEMPLATE [LINE...]
 # runs `redis-server /data/<TEMPLATE's name> [--sentinel]`. Works with the upstream redis image
 # and the local one (both have redis-server and a /data the redis user owns).
+#
+# The container outlives a crash of its server: a server that dies (kill -9 included) is started
+# again after MSARCH_REDIS_RESTART_PAUSE_S (10 s), and meanwhile the container keeps its name on
+# the network. Sentinel cannot fail over from a primary whose name no longer resolves, which is
+# what the name of a stopped container does (redis/redis#12753: "Failed to resolve hostname");
+# 10 s is well past a failover here (about 3 s). The server's pid is in /tmp/redis-server.pid.
 set -eu
+pause=${MSARCH_REDIS_RESTART_PAUSE_S:-10}
 mode=
 if [ "${1:-}" = --sentinel ]; then
     mode=--sentinel
@@ -19,4 +26,16 @@ config=/data/$(basename "$template")
 if [ ! -f "$config" ]; then
     { cat "$template"; printf '%s\n' "$@"; } >"$config"
 fi
-exec redis-server "$config" $mode
+pid=
+trap 'if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; wait "$pid"; fi; exit 0' TERM INT
+while true; do
+    redis-server "$config" $mode &
+    pid=$!
+    echo "$pid" >/tmp/redis-server.pid
+    status=0
+    wait "$pid" || status=$?
+    pid=
+    echo "redis-run.sh: redis-server exited with $status; starting it again in ${pause} s" >&2
+    sleep "$pause" &
+    wait $!
+done

@@ -16,6 +16,7 @@ dying, with the last lines of its log.
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,11 +47,39 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+LOWEST_PORT = 20_000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    """Where the kernel's ephemeral ports (those of outgoing connections) begin."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A port nothing listens on now, for a server started next; never the same twice in this
+    process. Picked below the ephemeral range: a port the kernel chose (bind to 0) is one an
+    outgoing connection can take before the server binds it, which under load happened
+    ("address already in use")."""
+    below = _ephemeral_start()
+    for _ in range(1000 if below > LOWEST_PORT else 0):
+        port = random.randrange(LOWEST_PORT, below)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket() as s:  # no room below the ephemeral range: let the kernel choose
+        s.bind(("127.0.0.1", 0))
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def _binary(name: str) -> str:

@@ -6,10 +6,17 @@ the management API of a given node, not rabbitmqctl: during a partition the CLI 
 majority side for a while, the API answers.
 """
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aio_pika
 import httpx
+import nats
+from aiormq.exceptions import AMQPError
+from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js.api import StreamConfig
 
 from tests.utils.compose import (
     NATS_SERVERS,
@@ -25,6 +32,8 @@ WORK_QUEUES = ("event", "batch")
 WORK_STREAM = "msarch-work"
 """The NATS stream of the `event` and `batch` subjects."""
 ASK_TIMEOUT_S = 5.0
+PROBE = "msarch-test-probe"
+"""A quorum queue / a 3-replica stream of the test's own, for publishing to one node alone."""
 
 
 @dataclass
@@ -119,3 +128,69 @@ class Cluster:
     async def whole(self) -> bool:
         """The cluster is formed and every container of the stack is healthy again."""
         return await self.formed() and await self.stack.healthy()
+
+    # -- one node alone --------------------------------------------------------------
+
+    async def _amqp(self, node: str) -> aio_pika.abc.AbstractConnection:
+        address = await self.stack.service_address(node)
+        return await aio_pika.connect(f"amqp://guest:guest@{address}:5672/", timeout=ASK_TIMEOUT_S)
+
+    async def _nats(self, node: str) -> NATS:
+        address = await self.stack.service_address(node)
+        return await nats.connect(
+            f"nats://{address}:4222", allow_reconnect=False, connect_timeout=ASK_TIMEOUT_S
+        )
+
+    async def make_probe(self, node: str) -> None:
+        """The probe queue or stream, replicated on every node, made through `node`."""
+        if self.backend == "rabbit":
+            async with await self._amqp(node) as connection:
+                channel = await connection.channel()
+                await channel.declare_queue(
+                    PROBE, durable=True, arguments={"x-queue-type": "quorum"}
+                )
+            return
+        client = await self._nats(node)
+        try:
+            config = StreamConfig(name=PROBE, subjects=[PROBE], num_replicas=len(self.nodes))
+            await client.jetstream(timeout=ASK_TIMEOUT_S).add_stream(config)
+        finally:
+            await client.close()
+
+    async def drop_probe(self, node: str) -> None:
+        if self.backend == "rabbit":
+            async with await self._amqp(node) as connection:
+                await (await connection.channel()).queue_delete(PROBE)
+            return
+        client = await self._nats(node)
+        try:
+            await client.jetstream(timeout=ASK_TIMEOUT_S).delete_stream(PROBE)
+        finally:
+            await client.close()
+
+    async def publish_alone(self, node: str) -> str:
+        """Publish one message to the probe through `node` alone, as a client of that node
+        only: "confirmed", or how it was refused (no connection, a nack, no confirm within
+        ASK_TIMEOUT_S). Asked from the test host, which a partition (ComposeStack.cut_off)
+        does not cut off."""
+        try:
+            if self.backend == "rabbit":
+                async with await self._amqp(node) as connection:
+                    channel = await connection.channel()  # publisher confirms
+                    await asyncio.wait_for(
+                        channel.default_exchange.publish(
+                            aio_pika.Message(b"probe"), routing_key=PROBE
+                        ),
+                        ASK_TIMEOUT_S,
+                    )
+                return "confirmed"
+            client = await self._nats(node)
+            try:
+                await client.jetstream(timeout=ASK_TIMEOUT_S).publish(PROBE, b"probe")
+            finally:
+                await client.close()
+            return "confirmed"
+        except TimeoutError:
+            return f"no confirm within {ASK_TIMEOUT_S:g} s"
+        except (OSError, AMQPError, NatsError) as exc:
+            return f"refused: {type(exc).__name__}"

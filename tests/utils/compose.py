@@ -201,17 +201,27 @@ class ComposeStack:
         [name] = output.split()
         return name
 
-    async def disconnect(self, container: str) -> None:
-        """Cut the container off the project's network: a partition (it keeps running)."""
-        await run("docker", "network", "disconnect", await self.network(), container)
+    async def cut_off(self, container: str) -> None:
+        """A partition: the container keeps running, its address and its name, but every packet
+        between it and the other containers of the project is dropped, in its own network
+        namespace. The host (the network's gateway) still reaches it, so a test can ask both
+        sides what they see. Needs root (nsenter), as `just test` does."""
+        network = await self.docker("network", "inspect", await self.network())
+        [ipam] = json.loads(network)[0]["IPAM"]["Config"]
+        subnet, host = ipam["Subnet"], ipam["Gateway"]
+        await self._firewall(container, "-A", "INPUT", "-s", host, "-j", "ACCEPT")
+        await self._firewall(container, "-A", "INPUT", "-s", subnet, "-j", "DROP")
+        await self._firewall(container, "-A", "OUTPUT", "-d", host, "-j", "ACCEPT")
+        await self._firewall(container, "-A", "OUTPUT", "-d", subnet, "-j", "DROP")
 
-    async def connect(self, container: str) -> None:
-        """Undo `disconnect`: back on the network, under its service name again (the alias
-        compose gave it is not kept by a disconnect). Its address may be a new one."""
-        info = await self.inspect(container)
-        service = info["Config"]["Labels"]["com.docker.compose.service"]
-        aliases = ["--alias", service, "--alias", info["Id"][:12]]
-        await run("docker", "network", "connect", *aliases, await self.network(), container)
+    async def heal(self, container: str) -> None:
+        """Undo `cut_off`: the container's own filter rules (Docker puts none there) emptied."""
+        await self._firewall(container, "-F", "INPUT")
+        await self._firewall(container, "-F", "OUTPUT")
+
+    async def _firewall(self, container: str, *rule: str) -> None:
+        pid = str((await self.inspect(container))["State"]["Pid"])
+        await run("nsenter", "--target", pid, "--net", "iptables", "-w", "5", *rule)
 
     async def docker(self, *args: str, timeout_s: float = 120) -> str:
         return await run("docker", *args, timeout_s=timeout_s)
@@ -273,25 +283,32 @@ class ComposeStack:
         """The Redis service (redis or redis-replica) that a majority of the Sentinels name as
         the primary of mymaster (they answer with its name, which is the compose service)."""
         answers: Counter[str] = Counter()
+        failures = []
         for sentinel in SENTINELS:
             try:
                 client = aioredis.Redis(
                     host=await self.service_address(sentinel), port=26379,
                     socket_timeout=3, socket_connect_timeout=2, decode_responses=True,
                 )  # fmt: skip
-            except ValueError:  # not running
+            except ValueError as exc:  # not running
+                failures.append(f"{sentinel}: {exc}")
                 continue
             try:
                 answer = await client.sentinel_get_master_addr_by_name(REDIS_MASTER)
                 if isinstance(answer, tuple | list):  # (host, port); None if unknown
                     answers[str(answer[0])] += 1
-            except aioredis.RedisError:
-                continue
+                else:
+                    failures.append(f"{sentinel}: knows no primary")
+            except aioredis.RedisError as exc:
+                failures.append(f"{sentinel}: {exc!r}")
             finally:
                 await client.aclose()
         primary, votes = answers.most_common(1)[0] if answers else ("", 0)
         if votes < len(SENTINELS) // 2 + 1:
-            raise ComposeError(f"the Sentinels agree on no primary of {REDIS_MASTER}: {answers}")
+            raise ComposeError(
+                f"the Sentinels agree on no primary of {REDIS_MASTER}: {dict(answers)}; "
+                + "; ".join(failures)
+            )
         return primary
 
     async def healthy(self) -> bool:
