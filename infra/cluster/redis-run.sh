@@ -27,7 +27,7 @@ if [ ! -f "$config" ]; then
     { cat "$template"; printf '%s\n' "$@"; } >"$config"
 fi
 pid=
-trap 'if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null; wait "$pid"; fi; exit 0' TERM INT
+trap 'if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; fi; exit 0' TERM INT
 while true; do
     redis-server "$config" $mode &
     pid=$!

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -422,34 +422,65 @@ def test_sentinels_watch_the_primary_by_name(cluster: Document) -> None:
         assert "sentinel ckquorum mymaster" in " ".join(service["healthcheck"]["test"])
 
 
-def test_redis_run_copies_the_template_once_and_appends_the_lines(tmp_path: Path) -> None:
-    """The script, run with a stand-in redis-server that prints what it was given."""
+def _redis_run(tmp_path: Path, stand_in: str) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """infra/cluster/redis-run.sh with its /data and /tmp in tmp_path and a stand-in
+    redis-server (a shell script) first on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "redis-server").write_text('#!/bin/sh\necho "$@"\ncat "$1"\n')
+    (bin_dir / "redis-server").write_text(f"#!/bin/sh\n{stand_in}")
     (bin_dir / "redis-server").chmod(0o755)
-    data = tmp_path / "data"
-    data.mkdir()
-    script = (CLUSTER / "redis-run.sh").read_text().replace("/data/", f"{data}/")
+    (tmp_path / "data").mkdir()
+    script = (CLUSTER / "redis-run.sh").read_text()
+    script = script.replace("/tmp/", f"{tmp_path}/").replace("/data/", f"{tmp_path}/data/")
     (tmp_path / "redis-run.sh").write_text(script)
-    environment = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    environment = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "MSARCH_REDIS_RESTART_PAUSE_S": "0.1"}
 
-    def run(*args: str) -> str:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["sh", str(tmp_path / "redis-run.sh"), *args],
             env=environment, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
+        )  # fmt: skip
 
-    first = run("--sentinel", str(CLUSTER / "sentinel.conf"), "sentinel announce-ip sentinel1")
+    return run
+
+
+# The stand-in prints what it was given and its config, then stops the script (SIGTERM to its
+# parent, as `docker stop` would), which ends the script's restart loop with exit code 0.
+PRINT_AND_STOP = 'echo "$@"\ncat "$1"\nkill -TERM $PPID\n'
+
+
+def test_redis_run_copies_the_template_once_and_appends_the_lines(tmp_path: Path) -> None:
+    run = _redis_run(tmp_path, PRINT_AND_STOP)
+    data = tmp_path / "data"
+    sentinel = ("--sentinel", str(CLUSTER / "sentinel.conf"), "sentinel announce-ip sentinel1")
+    first = run(*sentinel).stdout
     assert first.splitlines()[0] == f"{data}/sentinel.conf --sentinel"
     assert first.rstrip().endswith("sentinel announce-ip sentinel1")
     # What Sentinel rewrote is kept: a restart runs the copy, not the template.
     (data / "sentinel.conf").write_text("rewritten by sentinel\n")
-    again = run("--sentinel", str(CLUSTER / "sentinel.conf"), "sentinel announce-ip sentinel1")
+    again = run(*sentinel).stdout
     assert again.splitlines()[1:] == ["rewritten by sentinel"]
-    node = run(str(CLUSTER / "redis.conf"), "replicaof redis 6379")
+    node = run(str(CLUSTER / "redis.conf"), "replicaof redis 6379").stdout
     assert node.splitlines()[0] == f"{data}/redis.conf"
     assert "appendfsync always" in node
+
+
+def test_redis_run_starts_a_dead_server_again_in_the_same_container(tmp_path: Path) -> None:
+    """A server that dies is started again after the pause, by the script that stays PID 1 of
+    its container (the container's name keeps resolving for Sentinel); its pid is on file."""
+    runs = tmp_path / "runs"
+    stand_in = (
+        f'echo $$ >>"{runs}"\n'
+        f'if [ "$(wc -l <"{runs}")" -lt 2 ]; then exit 137; fi\n'
+        f'cat "{tmp_path}/redis-server.pid" >"{tmp_path}/pid-seen"\n'
+        "kill -TERM $PPID\n"
+    )
+    done = _redis_run(tmp_path, stand_in)(str(CLUSTER / "redis.conf"))
+    pids = runs.read_text().split()
+    assert len(pids) == 2, "killed once, started again once"
+    assert "redis-server exited with 137; starting it again in 0.1 s" in done.stderr
+    assert (tmp_path / "pid-seen").read_text().strip() == pids[1]
+    assert done.returncode == 0, "SIGTERM (docker stop) ends it cleanly"
 
 
 # infra/local/compose.sh picks the file set.
