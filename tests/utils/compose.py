@@ -220,6 +220,12 @@ class ComposeStack:
         await self._firewall(container, "-F", "OUTPUT")
 
     async def _firewall(self, container: str, *rule: str) -> None:
+        if os.geteuid() != 0:
+            pytest.fail(
+                "a partition enters the node's network namespace (nsenter), which needs root: "
+                "run `just test` as root",
+                pytrace=False,
+            )
         pid = str((await self.inspect(container))["State"]["Pid"])
         await run("nsenter", "--target", pid, "--net", "iptables", "-w", "5", *rule)
 
