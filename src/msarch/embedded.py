@@ -67,15 +67,9 @@ def free_port() -> int:
     below = _ephemeral_start()
     for _ in range(1000 if below > LOWEST_PORT else 0):
         port = random.randrange(LOWEST_PORT, below)
-        if port in _handed_out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
-        return port
+        if port not in _handed_out and port_is_free(port):
+            _handed_out.add(port)
+            return port
     with socket.socket() as s:  # no room below the ephemeral range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         chosen: int = s.getsockname()[1]

@@ -9,7 +9,7 @@ passes, prints what it saw, and leaves the cluster whole for the next.
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -384,8 +384,15 @@ async def test_redis_primary_killed_the_replica_takes_over_and_no_acknowledged_w
             'kill -9 "$(cat /tmp/redis-server.pid)"',
         )  # fmt: skip
         killed_at = time.monotonic()
+
+        async def promoted() -> bool:
+            try:
+                return await stack.redis_primary() != primary
+            except ComposeError:  # the Sentinels do not agree yet
+                return False
+
         try:
-            await wait_for(promoted_from(stack, primary), 60, 0.2)
+            await wait_for(promoted, 60, 0.2)
         except TimeoutError:
             raise AssertionError(f"no promotion in 60 s:\n{await sentinel_logs(stack)}") from None
         failover_s = time.monotonic() - killed_at
@@ -425,16 +432,6 @@ async def test_redis_primary_killed_the_replica_takes_over_and_no_acknowledged_w
     assert set(load.statuses) <= {202, 503}, load.statuses
     assert "PASS" in replay, replay
     assert after == before, "the services followed the failover without a restart"
-
-
-def promoted_from(stack: ComposeStack, primary: str) -> Callable[[], Awaitable[bool]]:
-    async def promoted() -> bool:
-        try:
-            return await stack.redis_primary() != primary
-        except ComposeError:  # the Sentinels do not agree yet
-            return False
-
-    return promoted
 
 
 async def sentinel_logs(stack: ComposeStack) -> str:

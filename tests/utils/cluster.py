@@ -7,6 +7,8 @@ majority side for a while, the API answers.
 """
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,8 +16,8 @@ import aio_pika
 import httpx
 import nats
 from aiormq.exceptions import AMQPError
-from nats.aio.client import Client as NATS
 from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from tests.utils.compose import (
@@ -131,42 +133,45 @@ class Cluster:
 
     # -- one node alone --------------------------------------------------------------
 
-    async def _amqp(self, node: str) -> aio_pika.abc.AbstractConnection:
+    @asynccontextmanager
+    async def _channel(self, node: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+        """A channel (publisher confirms on) of a connection to `node` alone."""
         address = await self.stack.service_address(node)
-        return await aio_pika.connect(f"amqp://guest:guest@{address}:5672/", timeout=ASK_TIMEOUT_S)
+        url = f"amqp://guest:guest@{address}:5672/"
+        async with await aio_pika.connect(url, timeout=ASK_TIMEOUT_S) as connection:
+            yield await connection.channel()
 
-    async def _nats(self, node: str) -> NATS:
+    @asynccontextmanager
+    async def _jetstream(self, node: str) -> AsyncIterator[JetStreamContext]:
+        """JetStream through a connection to `node` alone (no reconnect to another server)."""
         address = await self.stack.service_address(node)
-        return await nats.connect(
+        client = await nats.connect(
             f"nats://{address}:4222", allow_reconnect=False, connect_timeout=ASK_TIMEOUT_S
         )
+        try:
+            yield client.jetstream(timeout=ASK_TIMEOUT_S)
+        finally:
+            await client.close()
 
     async def make_probe(self, node: str) -> None:
         """The probe queue or stream, replicated on every node, made through `node`."""
         if self.backend == "rabbit":
-            async with await self._amqp(node) as connection:
-                channel = await connection.channel()
+            async with self._channel(node) as channel:
                 await channel.declare_queue(
                     PROBE, durable=True, arguments={"x-queue-type": "quorum"}
                 )
-            return
-        client = await self._nats(node)
-        try:
-            config = StreamConfig(name=PROBE, subjects=[PROBE], num_replicas=len(self.nodes))
-            await client.jetstream(timeout=ASK_TIMEOUT_S).add_stream(config)
-        finally:
-            await client.close()
+        else:
+            async with self._jetstream(node) as js:
+                config = StreamConfig(name=PROBE, subjects=[PROBE], num_replicas=len(self.nodes))
+                await js.add_stream(config)
 
     async def drop_probe(self, node: str) -> None:
         if self.backend == "rabbit":
-            async with await self._amqp(node) as connection:
-                await (await connection.channel()).queue_delete(PROBE)
-            return
-        client = await self._nats(node)
-        try:
-            await client.jetstream(timeout=ASK_TIMEOUT_S).delete_stream(PROBE)
-        finally:
-            await client.close()
+            async with self._channel(node) as channel:
+                await channel.queue_delete(PROBE)
+        else:
+            async with self._jetstream(node) as js:
+                await js.delete_stream(PROBE)
 
     async def publish_alone(self, node: str) -> str:
         """Publish one message to the probe through `node` alone, as a client of that node
@@ -175,20 +180,14 @@ class Cluster:
         does not cut off."""
         try:
             if self.backend == "rabbit":
-                async with await self._amqp(node) as connection:
-                    channel = await connection.channel()  # publisher confirms
-                    await asyncio.wait_for(
-                        channel.default_exchange.publish(
-                            aio_pika.Message(b"probe"), routing_key=PROBE
-                        ),
-                        ASK_TIMEOUT_S,
+                async with self._channel(node) as channel:
+                    publish = channel.default_exchange.publish(
+                        aio_pika.Message(b"probe"), routing_key=PROBE
                     )
-                return "confirmed"
-            client = await self._nats(node)
-            try:
-                await client.jetstream(timeout=ASK_TIMEOUT_S).publish(PROBE, b"probe")
-            finally:
-                await client.close()
+                    await asyncio.wait_for(publish, ASK_TIMEOUT_S)
+            else:
+                async with self._jetstream(node) as js:
+                    await js.publish(PROBE, b"probe")
             return "confirmed"
         except TimeoutError:
             return f"no confirm within {ASK_TIMEOUT_S:g} s"

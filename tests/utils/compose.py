@@ -209,17 +209,20 @@ class ComposeStack:
         network = await self.docker("network", "inspect", await self.network())
         [ipam] = json.loads(network)[0]["IPAM"]["Config"]
         subnet, host = ipam["Subnet"], ipam["Gateway"]
-        await self._firewall(container, "-A", "INPUT", "-s", host, "-j", "ACCEPT")
-        await self._firewall(container, "-A", "INPUT", "-s", subnet, "-j", "DROP")
-        await self._firewall(container, "-A", "OUTPUT", "-d", host, "-j", "ACCEPT")
-        await self._firewall(container, "-A", "OUTPUT", "-d", subnet, "-j", "DROP")
+        await self._firewall(
+            container,
+            ["-A", "INPUT", "-s", host, "-j", "ACCEPT"],
+            ["-A", "INPUT", "-s", subnet, "-j", "DROP"],
+            ["-A", "OUTPUT", "-d", host, "-j", "ACCEPT"],
+            ["-A", "OUTPUT", "-d", subnet, "-j", "DROP"],
+        )
 
     async def heal(self, container: str) -> None:
         """Undo `cut_off`: the container's own filter rules (Docker puts none there) emptied."""
-        await self._firewall(container, "-F", "INPUT")
-        await self._firewall(container, "-F", "OUTPUT")
+        await self._firewall(container, ["-F", "INPUT"], ["-F", "OUTPUT"])
 
-    async def _firewall(self, container: str, *rule: str) -> None:
+    async def _firewall(self, container: str, *rules: list[str]) -> None:
+        """iptables rules, in order, in the container's network namespace."""
         if os.geteuid() != 0:
             pytest.fail(
                 "a partition enters the node's network namespace (nsenter), which needs root: "
@@ -227,7 +230,8 @@ class ComposeStack:
                 pytrace=False,
             )
         pid = str((await self.inspect(container))["State"]["Pid"])
-        await run("nsenter", "--target", pid, "--net", "iptables", "-w", "5", *rule)
+        for rule in rules:
+            await run("nsenter", "--target", pid, "--net", "iptables", "-w", "5", *rule)
 
     async def docker(self, *args: str, timeout_s: float = 120) -> str:
         return await run("docker", *args, timeout_s=timeout_s)
