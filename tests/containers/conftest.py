@@ -14,9 +14,11 @@ import pytest
 from tests.utils.compose import ComposeStack, running_compose
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def compose_stack() -> AsyncIterator[ComposeStack]:
-    """compose.yaml as it is: RabbitMQ."""
+    """compose.yaml as it is: RabbitMQ. Removed once this package's tests are done: idle, its
+    eight containers and their health checks (RabbitMQ's starts an Erlang VM) took CPU from
+    every suite after it."""
     async for stack in running_compose(ComposeStack()):
         yield stack
 
