@@ -220,11 +220,15 @@ def test_redis_appends_every_write_to_disk_before_answering(compose: Document) -
     assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
 
 
-def test_rabbitmq_has_the_management_ui_and_a_ping_healthcheck(compose: Document) -> None:
+def test_rabbitmq_has_the_management_ui_and_is_healthy_once_its_listeners_answer(
+    compose: Document,
+) -> None:
     rabbitmq = compose["services"]["rabbitmq"]
     assert re.fullmatch(r"rabbitmq:3(\.\d+)*-management", rabbitmq["image"])
     assert any(port.endswith(":15672") for port in rabbitmq["ports"])
-    assert rabbitmq["healthcheck"]["test"][1:] == ["rabbitmq-diagnostics", "-q", "ping"]
+    assert rabbitmq["healthcheck"]["test"][1:] == [
+        "rabbitmq-diagnostics", "-q", "check_port_connectivity"
+    ]  # fmt: skip
     assert any(volume.endswith(":/var/lib/rabbitmq") for volume in rabbitmq["volumes"])
 
 
