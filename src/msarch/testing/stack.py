@@ -173,13 +173,34 @@ Condition = Callable[..., object]
 as a default argument fit); its result counts by truthiness."""
 
 
-async def wait_for(condition: Condition, timeout_s: float = 30.0, interval_s: float = 0.05) -> None:
-    """Poll a sync or async predicate until it is true; TimeoutError after `timeout_s`."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            result = condition()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(interval_s)
+async def wait_for(
+    condition: Condition, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = ""
+) -> None:
+    """Poll a sync or async predicate until it is true; after `timeout_s` a TimeoutError that
+    names what was awaited: `what`, else the predicate (a lambda by its line of source)."""
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            while True:
+                result = condition()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return
+                await asyncio.sleep(interval_s)
+    except TimeoutError:
+        if not deadline.expired():  # the predicate's own
+            raise
+        raise TimeoutError(
+            f"not true in {timeout_s:g} s: {what or _described(condition)}"
+        ) from None
+
+
+def _described(condition: Condition) -> str:
+    name = getattr(condition, "__qualname__", repr(condition))
+    if name.endswith("<lambda>"):
+        try:
+            return inspect.getsource(condition).strip()
+        except (OSError, TypeError):
+            pass
+    return name
