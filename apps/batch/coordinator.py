@@ -25,6 +25,8 @@ from msarch.observability import request_id
 from msarch.service import Runtime
 
 KEEP_ALIVE_S = 1.0
+ANSWER_MARGIN_S = 2.0
+"""Kept back from the caller's wait for recording a timeout and answering it."""
 
 
 class BatchNotPublished(Exception):
@@ -62,20 +64,40 @@ class BatchCoordinator:
     runtime: Runtime
     waiters: Waiters
 
-    async def create(self, size: int) -> BatchOutcome:
-        """The outcome of a new batch of `size` items; BatchNotPublished or StoppedWaiting."""
+    async def create(self, size: int, caller_waits_s: float | None = None) -> BatchOutcome:
+        """The outcome of a new batch of `size` items; BatchNotPublished or StoppedWaiting.
+
+        A caller that waits `caller_waits_s` at most (the gateway's route timeout) gets
+        TimeoutExceeded in that time, publishing included, rather than no answer at all."""
         batch_id = uuid4()
         started = time.perf_counter()
+        deadline = _deadline(caller_waits_s)
         reply = self.waiters.expect(batch_id)  # before publishing: a fast reply is not missed
         keep_alive = asyncio.create_task(self._keep_assembling(batch_id))
         try:
-            await self._publish(batch_id, size)
-            status, detail = await self._outcome(batch_id, reply)
+            if await self._published_in_time(batch_id, size, deadline):
+                status, detail = await self._outcome(batch_id, reply, deadline)
+            else:
+                late = f"its {size} items were not all published in the {caller_waits_s:g} s"
+                status, detail = await self._timed_out(batch_id, f"{late} the caller waits")
         finally:
             keep_alive.cancel()
             self.waiters.forget(batch_id)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
         return BatchOutcome(batch_id, size, status, detail, elapsed_ms)
+
+    async def _published_in_time(self, batch_id: UUID, size: int, deadline: float | None) -> bool:
+        """Every item published, unless `deadline` came first; BatchNotPublished if the broker
+        would not take them."""
+        in_time = asyncio.timeout_at(deadline)
+        try:
+            async with in_time:
+                await self._publish(batch_id, size)
+        except TimeoutError:
+            if not in_time.expired():
+                raise
+            return False
+        return True
 
     async def _publish(self, batch_id: UUID, size: int) -> None:
         store, correlation_id = self.runtime.store, request_id.get()
@@ -91,24 +113,25 @@ class BatchCoordinator:
             raise BatchNotPublished(batch_id, exc) from exc
 
     async def _outcome(
-        self, batch_id: UUID, reply: "asyncio.Future[BatchReply]"
+        self, batch_id: UUID, reply: "asyncio.Future[BatchReply]", deadline: float | None
     ) -> tuple[BatchStatus, str | None]:
         timeout_s = self.runtime.settings.batch_timeout_s
+        own = asyncio.get_running_loop().time() + timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(own if deadline is None else min(own, deadline)):
                 answer = await _reply_unless_stopping(reply, self.runtime.stopping)
         except TimeoutError:
-            return await self._timed_out(batch_id, timeout_s)
+            if deadline is not None and deadline < own:
+                return await self._timed_out(batch_id, "no reply in the time the caller waits")
+            return await self._timed_out(batch_id, f"no reply within {timeout_s:g} s")
         if answer is None:
             raise StoppedWaiting(batch_id)
         return answer.status, answer.detail
 
-    async def _timed_out(self, batch_id: UUID, timeout_s: float) -> tuple[BatchStatus, str | None]:
+    async def _timed_out(self, batch_id: UUID, detail: str) -> tuple[BatchStatus, str | None]:
         """TimeoutExceeded, unless the batch reached another final status meanwhile."""
         store = self.runtime.store
-        status = await store.fail_batch(
-            batch_id, BatchStatus.TimeoutExceeded, f"no reply within {timeout_s:g} s"
-        )
+        status = await store.fail_batch(batch_id, BatchStatus.TimeoutExceeded, detail)
         state = await store.batch_state(batch_id)
         return status, state.detail if state else None
 
@@ -119,6 +142,14 @@ class BatchCoordinator:
             with contextlib.suppress(RedisError):  # a missed beat is made up by the next one
                 await self.runtime.store.keep_assembling(batch_id)
             await asyncio.sleep(KEEP_ALIVE_S)
+
+
+def _deadline(caller_waits_s: float | None) -> float | None:
+    """When to stop trying, on the loop's clock, so that the answer reaches the caller in time."""
+    if caller_waits_s is None:
+        return None
+    margin = min(ANSWER_MARGIN_S, caller_waits_s / 2)
+    return asyncio.get_running_loop().time() + caller_waits_s - margin
 
 
 def _items(batch_id: UUID, size: int) -> Iterator[tuple[str, BatchItem]]:

@@ -4,13 +4,14 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from apps.batch.coordinator import BatchCoordinator, BatchNotPublished, StoppedWaiting
 from apps.batch.deps import WaitersDep
 from msarch.messages import BatchStatus
+from msarch.observability import TIMEOUT_HEADER
 from msarch.problems import Problem
 from msarch.service import RuntimeDep
 from msarch.settings import Settings
@@ -52,11 +53,23 @@ def _size_of(body: BatchRequest | None, settings: Settings) -> int:
 
 @router.post("", summary="Create a batch of N items and wait until it is stored")
 async def create_batch(
-    runtime: RuntimeDep, waiters: WaitersDep, body: Annotated[BatchRequest | None, Body()] = None
+    runtime: RuntimeDep,
+    waiters: WaitersDep,
+    body: Annotated[BatchRequest | None, Body()] = None,
+    caller_waits_ms: Annotated[
+        int | None,
+        Header(
+            alias=TIMEOUT_HEADER,
+            ge=1,
+            description="how long the caller waits (the gateway sets it): a batch not Done by "
+            "then is answered TimeoutExceeded in time, publishing included",
+        ),
+    ] = None,
 ) -> BatchDone:
     size = _size_of(body, runtime.settings)
+    caller_waits_s = None if caller_waits_ms is None else caller_waits_ms / 1000
     try:
-        outcome = await BatchCoordinator(runtime, waiters).create(size)
+        outcome = await BatchCoordinator(runtime, waiters).create(size, caller_waits_s)
     except (BatchNotPublished, StoppedWaiting) as exc:
         raise Problem(
             503,

@@ -33,7 +33,7 @@ from yarl import URL
 from apps.gateway.api_key import API_KEY_HEADER, API_KEY_QUERY
 from apps.gateway.config import Route
 from apps.gateway.upstreams import Upstreams
-from msarch.observability import REQUEST_ID_HEADER, request_id
+from msarch.observability import REQUEST_ID_HEADER, TIMEOUT_HEADER, request_id
 from msarch.problems import problem_response, unavailable
 
 log = logging.getLogger("msarch.gateway")
@@ -54,6 +54,8 @@ _HOP = {
 }
 # Set by the gateway's own server on the way out.
 _OWN = {"date", "server", REQUEST_ID_HEADER}
+_NOT_FORWARDED = _HOP | {TIMEOUT_HEADER}
+"""Request headers not passed on: hop-by-hop ones, and the one the gateway sets itself."""
 CONNECT_TIMEOUT_S = 2.0
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 """A request target the gateway forwards: printable ASCII, other bytes percent-encoded."""
@@ -79,7 +81,7 @@ def _forward_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]
     return [
         (k.decode("latin-1"), v.decode("latin-1"))
         for k, v in headers
-        if k.decode("latin-1").lower() not in _HOP
+        if k.decode("latin-1").lower() not in _NOT_FORWARDED
     ]
 
 
@@ -100,6 +102,7 @@ async def proxy_http(
         )
     headers = _forward_headers(request.headers.raw)
     headers.append((REQUEST_ID_HEADER, request_id.get() or ""))
+    headers.append((TIMEOUT_HEADER, str(int(route.timeout_s * 1000))))
     timeout = aiohttp.ClientTimeout(total=route.timeout_s, sock_connect=CONNECT_TIMEOUT_S)
     refused = 0
     for base in upstreams.candidates(route.service, route):

@@ -12,6 +12,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 REQUEST_ID_HEADER = "x-request-id"
+TIMEOUT_HEADER = "x-request-timeout-ms"
+"""How long, in ms from sending, the gateway waits for the answer: its route's timeout. A service
+that cannot finish in time (a long batch) answers with what it knows before the gateway gives up
+with nothing but a 503."""
 TRANSPORT_KEY = "msarch.transport"
 """Where a websocket's scope holds the server's transport of its connection (or None)."""
 

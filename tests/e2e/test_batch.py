@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import httpx
@@ -9,8 +10,9 @@ import pytest
 
 from msarch import channels
 from msarch.messages import item_of
+from msarch.observability import TIMEOUT_HEADER
 from msarch.testing.load import metric
-from msarch.testing.stack import Stack, wait_for
+from msarch.testing.stack import Stack, StackFactory, wait_for
 from tests.utils.broker import connected_bus
 
 pytestmark = pytest.mark.e2e
@@ -162,3 +164,31 @@ async def test_two_store_instances_share_the_work(private_stack: Stack) -> None:
     )
     assert all(n > 0 for n in handled), f"one instance did all the work: {handled}"
     assert sum(handled) == batches * size + redelivered, (handled, redelivered)
+
+
+async def test_a_batch_longer_than_the_gateway_waits_is_answered_timeout_exceeded_in_time(
+    stack_with: StackFactory, tmp_path: Path
+) -> None:
+    """The gateway tells the batch service how long it waits (its route's timeout): a batch
+    that cannot be published and stored by then is answered 400 TimeoutExceeded, with its id,
+    before the gateway would give up with a 503 of its own that names no batch."""
+    config = tmp_path / "gateway.toml"
+    config.write_text('[[routes]]\nprefix = "/api/batch"\nservice = "batch"\ntimeout_s = 3\n')
+    async with stack_with(gateway_config=str(config)) as stack, httpx.AsyncClient() as client:
+        answer = await client.post(
+            f"{stack.gateway_url}/api/batch", json={"size": 200_000}, timeout=30
+        )
+        assert answer.status_code == 400, answer.text
+        problem = answer.json()
+        assert problem["batch_status"] == "TimeoutExceeded"
+        assert "200000 items were not all published in the 3 s" in problem["detail"]
+        status = await client.get(f"{stack.gateway_url}/api/batch/{problem['batch_id']}")
+        assert status.json()["status"] == "TimeoutExceeded"
+        assert status.json()["stored"] == 0
+        bad = await client.post(
+            f"{stack.settings.url_of('batch')}/api/batch",
+            json={"size": 1},
+            headers={TIMEOUT_HEADER: "soon"},
+        )
+    assert bad.status_code == 422
+    assert bad.headers["content-type"] == "application/problem+json"

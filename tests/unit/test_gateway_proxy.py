@@ -12,6 +12,7 @@ from starlette.requests import Request
 from apps.gateway.app import create_gateway
 from apps.gateway.proxy import BadTarget, upstream_target
 from msarch.events import is_event_id
+from msarch.observability import TIMEOUT_HEADER
 from msarch.settings import SERVICES, Settings
 from msarch.testing.isolation import free_port
 
@@ -80,3 +81,19 @@ def test_a_failure_inside_the_proxy_is_a_502_with_the_request_id(
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["request_id"] == "probe-1"
     assert "a bug on the way upstream" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(("path", "waits_ms"), [("/api/batch", 50_000), ("/api/roundtrip", 10_000)])
+def test_the_upstream_is_told_how_long_the_gateway_waits_whatever_the_client_said(
+    gateway: TestClient, monkeypatch: pytest.MonkeyPatch, path: str, waits_ms: int
+) -> None:
+    sent: list[tuple[str, str]] = []
+
+    async def capture(*args: Any, headers: list[tuple[str, str]], **kwargs: Any) -> None:
+        sent.extend(headers)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(aiohttp.ClientSession, "request", capture)
+    gateway.post(path, json={}, headers={TIMEOUT_HEADER: "999999999"})
+    # The defaults: MSARCH_BATCH_TIMEOUT_S + MSARCH_UPSTREAM_TIMEOUT_S for a batch, else 10 s.
+    assert [v for k, v in sent if k.lower() == TIMEOUT_HEADER] == [str(waits_ms)]

@@ -36,5 +36,5 @@ async def test_the_predicates_own_timeout_error_is_not_taken_for_the_deadline() 
     def fails() -> bool:
         raise TimeoutError("its own")
 
-    with pytest.raises(TimeoutError, match="^its own$"):
+    with pytest.raises(TimeoutError, match=r"^its own$"):
         await wait_for(fails, 5)

@@ -316,16 +316,21 @@ async def pipelined(
             slots.release()
 
     tasks: set[asyncio.Task[None]] = set()
-    for message_id, body in items:
-        await slots.acquire()
-        if failures:
-            slots.release()
-            break
-        task = asyncio.create_task(one(message_id, body))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks)
+    try:
+        for message_id, body in items:
+            await slots.acquire()
+            if failures:
+                slots.release()
+                break
+            task = asyncio.create_task(one(message_id, body))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+    except asyncio.CancelledError:  # the caller gave up (its deadline): none left in flight
+        for task in tasks:
+            task.cancel()
+        raise
     if failures:
         raise PublishError(repr(failures[0])) from failures[0]
     return confirmed
