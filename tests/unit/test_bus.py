@@ -216,3 +216,24 @@ async def test_a_publish_whose_own_task_is_cancelled_still_ends_with_the_cancell
     publishing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await publishing
+
+
+async def test_a_stream_whose_caller_gives_up_leaves_no_send_in_flight() -> None:
+    """The batch service's deadline cancels publish_stream: the sends under way end with it."""
+    started: list[str] = []
+    ended: list[str] = []
+
+    async def slow(message_id: str, body: bytes) -> None:
+        started.append(message_id)
+        try:
+            await asyncio.sleep(60)
+        finally:
+            ended.append(message_id)
+
+    items = ((str(i), b"x") for i in range(100))
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.1):
+            await pipelined(items, slow, window=4)
+    await asyncio.sleep(0)  # the cancelled sends run their finally
+    assert started == ["0", "1", "2", "3"]
+    assert sorted(ended) == started
