@@ -87,7 +87,21 @@ function showLatency(row, ms) {
   row.classList.add("arrived");
 }
 
+// The server's word that some roundtrips since this page last saw one were trimmed from the
+// log: they are not coming, and the list below lacks them.
+function showGap(frame) {
+  showProblem($("rt-gap"), {
+    title: "Some roundtrips are no longer in the event log",
+    detail: frame.detail || `events after ${frame.after} were trimmed`,
+  });
+  $("rt-gap").dataset.oldestEventId = frame.oldest_event_id ?? "";
+}
+
 function onFrame(frame) {
+  if (frame?.type === "gap") {
+    showGap(frame);
+    return;
+  }
   if (!frame || typeof frame.id !== "string") return;
   const arrivedAt = performance.now();
   const mine = waiting.get(frame.id);

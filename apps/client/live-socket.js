@@ -21,7 +21,8 @@ function before(a, b) {
 }
 
 export class LiveSocket {
-  // onFrame(frame) for every JSON frame, once per event id; onState(state, detail) for
+  // onFrame(frame) for every JSON frame, once per event id (a gap frame only when it took
+  // events this socket did not get); onState(state, detail) for
   // "connecting", "open", "waiting" (detail: ms until the next try).
   constructor({ onFrame, onState, query = () => ({}) }) {
     this.onFrame = onFrame;
@@ -33,6 +34,12 @@ export class LiveSocket {
     this.duplicates = 0;
     this.failures = 0;
     this.socket = null;
+  }
+
+  // The newest event id received, or null.
+  get newestEventId() {
+    if (this.recent.length === 0) return null;
+    return this.recent.reduce((newest, id) => (before(newest, id) ? id : newest));
   }
 
   get lastEventId() {
@@ -87,8 +94,17 @@ export class LiveSocket {
       this.recent.push(eventId);
       if (this.recent.length > RESUME_WINDOW) this.recent.shift();
     }
+    if (frame?.type === "gap" && !this.missed(frame.removed_up_to)) return;
     this.received += 1;
     this.onFrame(frame);
+  }
+
+  // A gap frame: events after our resume point were trimmed, up to `removedUpTo`. We resume
+  // from the oldest of our last few ids, so the trim may have taken only ones we have: we
+  // missed some only if it reaches past the newest we got.
+  missed(removedUpTo) {
+    const newest = this.newestEventId;
+    return newest === null || typeof removedUpTo !== "string" || before(newest, removedUpTo);
   }
 
   retry() {

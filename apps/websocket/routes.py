@@ -1,5 +1,6 @@
 """WS /ws (every roundtrip, live, after a catch-up from ?after=) and GET /api/events."""
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query, WebSocket, WebSocketDisconnect
@@ -12,7 +13,7 @@ from msarch.events import Event, EventType, is_event_id
 from msarch.messages import KeyValue
 from msarch.problems import Problem
 from msarch.service import RuntimeDep
-from msarch.storage import Store
+from msarch.storage import LogGap, Store
 
 router = APIRouter(tags=["events"])
 
@@ -36,13 +37,26 @@ def _checked(after: str | None) -> str | None:
     return after
 
 
-@router.get("/api/events", summary="A page of the event log, oldest first")
+@router.get(
+    "/api/events",
+    summary="A page of the event log, oldest first",
+    responses={410: {"description": "events after `after` were trimmed from the log"}},
+)
 async def events(
     runtime: RuntimeDep,
     after: Annotated[str | None, Query(description="an event id: start after it")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     page = await runtime.store.read_events(_checked(after), limit)
+    # Asked after the read: a trim before it is seen, one after it took nothing this page lacks.
+    if after is not None and (gap := await runtime.store.gap_after(after)):
+        raise Problem(
+            410,
+            "Gone",
+            gap.detail,
+            oldest_event_id=gap.oldest_kept,
+            removed_up_to=gap.removed_up_to,
+        )
     return EventPage(events=page, next_after=page[-1].id if len(page) == limit else None)
 
 
@@ -78,12 +92,30 @@ async def _refuse_what_clients_send(socket: WebSocket) -> None:
 
 
 async def _catch_up(store: Store, client: Client, after: str) -> str:
-    """Send every roundtrip after `after` from the log; returns the last id read."""
+    """Send every roundtrip after `after` from the log; returns the last id read. Where the
+    log no longer holds some of them (trimmed), a gap frame says so before what is kept."""
     last = after
-    while page := await store.read_events(last, PAGE):
+    while True:
+        page = await store.read_events(last, PAGE)
+        if gap := await store.gap_after(last):  # after the read, as for /api/events
+            await client.send(gap_frame(gap))
+        if not page:
+            return last
         for event in page:
             if event.type is EventType.KeyValueStored:
                 kv = KeyValue.model_validate(event.payload)
                 await client.send(frame_of(kv, event.id))
         last = page[-1].id
-    return last
+
+
+def gap_frame(gap: LogGap) -> str:
+    """The frame a catching-up client gets instead of silently missing trimmed events."""
+    return json.dumps(
+        {
+            "type": "gap",
+            "after": gap.after,
+            "removed_up_to": gap.removed_up_to,
+            "oldest_event_id": gap.oldest_kept,
+            "detail": gap.detail,
+        }
+    )

@@ -35,6 +35,12 @@ def is_event_id(text: str) -> bool:
     return match is not None and all(int(part) <= _MAX_PART for part in match.groups())
 
 
+def event_position(event_id: str) -> tuple[int, int]:
+    """An event id as the pair Redis orders entries by (milliseconds, sequence)."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 class Event(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -383,3 +383,62 @@ async def test_event_log_view_shows_the_events_and_pages_with_next_after(
     finally:
         await context.close()
     assert offline.blocked == []
+
+
+async def test_client_says_so_when_roundtrips_it_missed_were_trimmed_from_the_log(
+    private_stack: Stack, browser: Browser
+) -> None:
+    """The page's socket drops; while it is away roundtrips are made and the log is trimmed
+    past them. The real websocket service answers the resume with a gap frame, which the page
+    shows, and then the roundtrip it still has."""
+    stack = private_stack
+    offline = Offline()
+    context = await offline.open(browser)
+    sockets: list[WebSocketRoute] = []
+    resume = asyncio.Event()
+
+    async def through(socket: WebSocketRoute) -> None:
+        sockets.append(socket)
+        if len(sockets) > 1:
+            await resume.wait()  # the reconnect reaches the server once the log is trimmed
+        socket.connect_to_server()
+
+    async def send(client: httpx.AsyncClient, keys: list[str]) -> None:
+        for key in keys:
+            answer = await client.post(
+                f"{stack.gateway_url}/api/roundtrip", json={"key": key, "value": "v"}
+            )
+            assert answer.status_code == 202, answer.text
+
+    store = stack.store()
+    try:
+        page, errors = await new_page(context)
+        await page.route_web_socket(re.compile(r"/ws(\?.*)?$"), through)
+        await page.goto(stack.gateway_url + "/")
+        await expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "open")
+        rows = page.get_by_test_id("rt-list").locator("tr")
+        async with httpx.AsyncClient(timeout=30) as client:
+            await send(client, ["seen-0", "seen-1"])
+            await expect(rows).to_have_count(2)
+            await sockets[0].close(code=1011)
+            await wait_for(lambda: len(sockets) == 2, 10)
+            await send(client, ["missed-0", "missed-1", "kept"])
+        await wait_for(lambda: _count_events(store, 5), 30)
+        ids = [event.id for event in await store.read_events(None, 10)]
+        await store.trim_events_before(ids[4])
+        resume.set()
+        gap = page.get_by_test_id("rt-gap")
+        await expect(gap).to_be_visible()
+        await expect(gap).to_contain_text("no longer in the event log")
+        await expect(gap).to_have_attribute("data-oldest-event-id", ids[4])
+        await expect(rows).to_have_count(3)
+        await expect(rows.filter(has_text="kept")).to_have_count(1)
+        assert "after=" in sockets[1].url
+        assert errors == []
+    finally:
+        await store.close()
+        await context.close()
+
+
+async def _count_events(store: Any, count: int) -> bool:
+    return len(await store.read_events(None, count)) >= count

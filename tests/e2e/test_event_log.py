@@ -8,7 +8,7 @@ import httpx
 import pytest
 import websockets
 
-from msarch.events import EventType
+from msarch.events import EventType, event_position
 from msarch.replay import drop, replay_and_compare
 from msarch.storage import Store
 from msarch.testing.stack import Stack, wait_for, ws_frames
@@ -87,13 +87,8 @@ async def test_catch_up_while_roundtrips_stream_has_no_gap_and_no_duplicate(stac
     # Live frames come in the order the store forwarded them, not always log order.
     mine = [f["event_id"] for f in first]
     assert len(mine) == len(set(mine)), "no duplicate"
-    assert sorted(mine, key=_position) == expected, "no gap"
-    assert sorted(second, key=_position) == expected, "no gap across the reconnect"
-
-
-def _position(event_id: str) -> tuple[int, int]:
-    ms, seq = event_id.split("-")
-    return int(ms), int(seq)
+    assert sorted(mine, key=event_position) == expected, "no gap"
+    assert sorted(second, key=event_position) == expected, "no gap across the reconnect"
 
 
 async def _count_after(store: Store, start: str, n: int) -> bool:
@@ -114,7 +109,7 @@ async def _drop_and_resume(stack: Stack, start: str, sender: "asyncio.Task[Any]"
     assert len(first) == len(set(first)), "no duplicate within a connection"
     seen.update(dict.fromkeys(first))
     await asyncio.sleep(0.3)  # roundtrips keep flowing while this client is away
-    resume = min(first[-64:], key=_position)
+    resume = min(first[-64:], key=event_position)
     again: list[str] = []
     async with websockets.connect(f"{stack.ws_url}?after={resume}") as socket:
         while True:
@@ -126,6 +121,41 @@ async def _drop_and_resume(stack: Stack, start: str, sender: "asyncio.Task[Any]"
     assert len(again) == len(set(again)), "no duplicate within a connection"
     seen.update(dict.fromkeys(again))
     return list(seen)
+
+
+async def test_a_reader_resuming_after_trimmed_events_is_told_instead_of_missing_them(
+    private_stack: Stack,
+) -> None:
+    """An operator trimmed the log: /api/events after an id
+    whose successors are gone is 410 Gone, and the websocket catch-up sends a gap frame
+    before the kept events; a reader after the trimmed part is served as before."""
+    stack = private_stack
+    await _roundtrips(stack, [f"trim-{i}" for i in range(6)])
+    store = stack.store()
+    try:
+        await wait_for(lambda: _count_after(store, "0-0", 6), 30)
+        ids = [e.id for e in await store.read_events(None, 100)]
+        assert await store.trim_events_before(ids[4]) == (4, ids[3])
+        assert await store.trim_events_before(ids[2]) == (0, None), "nothing left before it"
+        kept = ids[4:]
+    finally:
+        await store.close()
+    async with httpx.AsyncClient() as client:
+        gone = await client.get(f"{stack.gateway_url}/api/events", params={"after": ids[0]})
+        after_the_cut = await client.get(
+            f"{stack.gateway_url}/api/events", params={"after": ids[3]}
+        )
+    assert gone.status_code == 410, gone.text
+    assert gone.headers["content-type"] == "application/problem+json"
+    assert (gone.json()["oldest_event_id"], gone.json()["removed_up_to"]) == (ids[4], ids[3])
+    assert after_the_cut.status_code == 200
+    assert [e["id"] for e in after_the_cut.json()["events"]] == kept
+
+    async with websockets.connect(f"{stack.ws_url}?after={ids[0]}") as socket:
+        frames = [json.loads(await asyncio.wait_for(socket.recv(), 10)) for _ in range(3)]
+    assert frames[0]["type"] == "gap"
+    assert (frames[0]["after"], frames[0]["oldest_event_id"]) == (ids[0], ids[4])
+    assert [f["event_id"] for f in frames[1:]] == kept
 
 
 @pytest.mark.slow

@@ -286,3 +286,30 @@ async def test_every_key_is_under_the_namespace(store: Store, namespace: str) ->
     raw = await store.redis.hget(store.keys.batch_staging(str(batch_id)), "0")
     assert raw is not None
     assert json.loads(raw) == [f"{batch_id}_key_0", f"{batch_id}_value_0"]
+
+
+async def _logged(store: Store, count: int) -> list[str]:
+    for index in range(count):
+        await store.store_key_value(KeyValue(key=f"k{index}", value="v"))
+    return [event.id for event in await store.read_events(None, count)]
+
+
+async def test_a_reader_after_trimmed_or_deleted_events_is_told_and_one_past_them_is_not(
+    store: Store,
+) -> None:
+    assert await store.gap_after("0-0") is None, "no log yet, nothing removed"
+    ids = await _logged(store, 6)
+    assert await store.gap_after(ids[0]) is None
+    assert await store.trim_events_before(ids[2]) == (2, ids[1])
+    gap = await store.gap_after(ids[0])
+    assert gap is not None
+    assert (gap.after, gap.removed_up_to, gap.oldest_kept) == (ids[0], ids[1], ids[2])
+    assert ids[0] in gap.detail
+    assert ids[2] in gap.detail
+    assert await store.gap_after(ids[1]) is None, "read up to the cut: nothing missed"
+    # What XDEL removes Redis records itself; the newer of the two removals counts.
+    await store.redis.xdel(store.keys.events, ids[4])
+    gap = await store.gap_after(ids[3])
+    assert gap is not None
+    assert gap.removed_up_to == ids[4]
+    assert await store.gap_after(ids[4]) is None

@@ -27,7 +27,7 @@ from msarch.events import Event
 from msarch.messages import BatchItem, BatchStatus, KeyValue
 from msarch.settings import Settings
 from msarch.storage.batches import Batches, BatchState, StageResult
-from msarch.storage.event_log import EventLog
+from msarch.storage.event_log import EventLog, LogGap
 from msarch.storage.key_values import IDEMPOTENCY_TTL_S, KeyValues, MessageState, StoredKeyValue
 from msarch.storage.keys import Keys
 from msarch.storage.projections import BatchHash, Projections
@@ -41,6 +41,7 @@ __all__ = [
     "EventLog",
     "KeyValues",
     "Keys",
+    "LogGap",
     "MessageState",
     "NotReplicatedError",
     "Projections",
@@ -167,6 +168,12 @@ class Store:
 
     async def read_events(self, after: str | None = None, limit: int = 100) -> list[Event]:
         return await self.events.read(after, limit)
+
+    async def gap_after(self, after: str) -> LogGap | None:
+        return await self.events.gap_after(after)
+
+    async def trim_events_before(self, first_kept: str) -> tuple[int, str | None]:
+        return await self.events.trim_before(first_kept)
 
     async def last_event_id(self) -> str | None:
         return await self.events.last_id()

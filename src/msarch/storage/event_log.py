@@ -6,22 +6,47 @@ they change; this side reads.
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
-from msarch.events import Event, EventType
+from msarch.events import Event, EventType, event_position
+from msarch.storage import scripts
 from msarch.storage.keys import Keys
 
 PAGE = 2000
 """The most entries read at once: the log is never loaded whole."""
 
 
+@dataclass(frozen=True)
+class LogGap:
+    """Events after `after` that are no longer in the log: trimmed (XTRIM) or deleted."""
+
+    after: str
+    removed_up_to: str
+    """The newest id removed from the log, trimmed or deleted."""
+    oldest_kept: str | None
+    """The first event still in the log; None when none is."""
+
+    @property
+    def detail(self) -> str:
+        kept = f"the oldest kept is {self.oldest_kept}" if self.oldest_kept else "none is kept"
+        return (
+            f"events after {self.after} are gone from the log (removed up to "
+            f"{self.removed_up_to}); {kept}. What they changed is in the projections; "
+            "read on from the oldest kept event."
+        )
+
+
 class EventLog:
     def __init__(self, client: "aioredis.Redis", keys: Keys) -> None:
         self._redis = client
         self._keys = keys
+        self._trim: AsyncScript = client.register_script(scripts.TRIM_EVENTS)
 
     async def read(self, after: str | None = None, limit: int = 100) -> list[Event]:
         """A page of the log, oldest first, strictly after the given event id."""
@@ -37,6 +62,29 @@ class EventLog:
         while events := await self.read(after, page):
             yield events
             after = events[-1].id
+
+    async def trim_before(self, first_kept: str) -> tuple[int, str | None]:
+        """Remove every event before `first_kept`; (how many, the newest id removed)."""
+        keys = [self._keys.events, self._keys.events_trimmed]
+        removed, newest = await self._trim(keys=keys, args=[first_kept])
+        return int(removed), newest or None
+
+    async def gap_after(self, after: str) -> LogGap | None:
+        """Whether a reader resuming after `after` would miss removed events: trimmed ones
+        (trim_before records the newest) or deleted ones (Redis records the newest XDEL
+        removed). A trim by hand (XTRIM) records nothing and so is not seen."""
+        async with self._redis.pipeline(transaction=True) as both:
+            both.xinfo_stream(self._keys.events)
+            both.get(self._keys.events_trimmed)
+            info, trimmed = await both.execute(raise_on_error=False)
+        if isinstance(info, ResponseError):  # no log yet: nothing was removed from it
+            return None
+        deleted = str(info.get("max-deleted-entry-id") or "0-0")
+        removed = max(deleted, trimmed or "0-0", key=event_position)
+        if event_position(removed) <= event_position(after):
+            return None
+        first = info.get("first-entry")
+        return LogGap(after, removed, str(first[0]) if first else None)
 
     async def last_id(self) -> str | None:
         entries = await self._redis.xrevrange(self._keys.events, "+", "-", count=1)

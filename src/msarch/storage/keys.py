@@ -2,6 +2,7 @@
 
 All under "{namespace}msarch:" (the public layout in ARCHITECTURE.md):
   events                 the event log (a Redis Stream), the source of truth
+  events:trimmed         the newest event id trimmed from the log (EventLog.trim_before)
   kv:{key}               roundtrip value (projection of KeyValueStored)
   batch:{id}             final batch hash, index -> [key, value] (BatchCommitted)
   batch:{id}:staging     items of a batch being assembled (BatchItemStaged)
@@ -27,6 +28,7 @@ class Keys:
     def __init__(self, namespace: str = "") -> None:
         self.prefix = f"{namespace}msarch:"
         self.events = self.prefix + "events"
+        self.events_trimmed = self.events + ":trimmed"
         self.batches = self.prefix + "batches"
         self.assembling = self.prefix + "assembling"
         self.replication_mark = self.prefix + "replicated"
