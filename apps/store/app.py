@@ -1,10 +1,11 @@
 """The store service: persists `event` and `batch` in Redis (health and metrics only over HTTP)."""
 
 from apps.store.handlers import MESSAGING
+from apps.store.log_upkeep import keep_the_log
 from apps.store.timeouts import sweep_stalled_batches
 from msarch.asyncapi import docs_app
 from msarch.service import create_service
 
-app = create_service(MESSAGING, background=[sweep_stalled_batches])
+app = create_service(MESSAGING, background=[sweep_stalled_batches, keep_the_log])
 stream_app = docs_app(app.state.runtime.bus)
 """For `faststream docs gen apps.store.app:stream_app`; the service runs under uvicorn."""

@@ -1,11 +1,13 @@
 """The `msarch` command: run the stack, and talk to it through the gateway."""
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
-from typing import Annotated, Any, NoReturn
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -13,6 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from msarch.settings import get_settings
+
+if TYPE_CHECKING:
+    from msarch.storage import Store
 
 app = typer.Typer(
     help="msarch: event-sourced microservices on a real broker.", no_args_is_help=True
@@ -229,11 +234,16 @@ def events(
 @app.command()
 def replay(
     keep: Annotated[bool, typer.Option(help="keep the rebuilt namespace")] = False,
+    from_start: Annotated[
+        bool, typer.Option(help="from the first event, not the latest snapshot")
+    ] = False,
 ) -> None:
-    """Rebuild every projection from the event log and compare it with the live one."""
+    """Rebuild every projection from the latest snapshot and the event log after it (or the
+    whole log) and compare it with the live one."""
     from uuid import uuid4
 
     from msarch.replay import drop, replay_and_compare
+    from msarch.snapshots import LogNotCovered, restore_into
     from msarch.storage import Store
 
     settings = get_settings()
@@ -243,7 +253,12 @@ def replay(
         scratch_ns = f"{settings.namespace}replay-{uuid4().hex[:8]}-"
         scratch = Store.from_settings(settings, namespace=scratch_ns)
         try:
-            report = await replay_and_compare(live, scratch)
+            after = None if from_start else await restore_into(live, scratch)
+            if after:
+                out.print(f"from the snapshot as of event {after}")
+            report = await replay_and_compare(live, scratch, after)
+        except LogNotCovered as exc:
+            _fail(str(exc))
         except OSError as exc:
             _fail(f"cannot reach Redis at {settings.redis_url}: {exc}")
         finally:
@@ -270,6 +285,86 @@ def replay(
         return report.passed
 
     raise typer.Exit(0 if asyncio.run(run()) else 1)
+
+
+@app.command()
+def snapshot(as_json: JsonOpt = False) -> None:
+    """Snapshot the projections as of the log's last event (replay and trim start from it)."""
+    from dataclasses import asdict
+
+    from msarch.snapshots import LogNotCovered, SnapshotBusy, take
+
+    async def run() -> dict[str, Any]:
+        async with _live_store() as store:
+            try:
+                return asdict(await take(store))
+            except (LogNotCovered, SnapshotBusy) as exc:
+                _fail(str(exc))
+
+    made = asyncio.run(run())
+    if as_json:
+        out.print_json(data=made)
+        return
+    out.print(
+        f"snapshot as of event {made['event_id']}: {made['events_applied']:,} events applied "
+        f"in {made['seconds']:.2f} s, under {made['namespace']}msarch:"
+    )
+
+
+@app.command()
+def trim(
+    before: Annotated[
+        str | None, typer.Option(help="remove the events before this event id")
+    ] = None,
+    keep: Annotated[
+        str | None, typer.Option(help="remove the events older than this: 90m, 12h, 7d")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove old events from the log, never one that the latest snapshot does not hold."""
+    from dataclasses import asdict
+
+    from msarch.events import is_event_id
+    from msarch.snapshots import LogNotCovered, keep_bound
+    from msarch.snapshots import trim as trim_log
+
+    if (before is None) == (keep is None):
+        _fail("give one of --before <event id> or --keep <duration>")
+    if before is not None and not is_event_id(before):
+        _fail(f"--before takes an event id like 1700000000000-0, not {before!r}")
+    try:
+        bound = before or keep_bound(keep or "")
+    except ValueError as exc:
+        _fail(str(exc))
+
+    async def run() -> dict[str, Any]:
+        async with _live_store() as store:
+            try:
+                return asdict(await trim_log(store, bound))
+            except LogNotCovered as exc:
+                _fail(str(exc))
+
+    done = asyncio.run(run())
+    if as_json:
+        out.print_json(data=done)
+        return
+    out.print(f"removed {done['removed']:,} events; the log now starts at {done['first_kept']}")
+    if done["limited_by_snapshot"]:
+        out.print("(not further: the latest snapshot holds no event after that)")
+
+
+@contextlib.asynccontextmanager
+async def _live_store() -> AsyncIterator["Store"]:
+    from msarch.storage import Store
+
+    settings = get_settings()
+    store = Store.from_settings(settings)
+    try:
+        yield store
+    except OSError as exc:
+        _fail(f"cannot reach Redis at {settings.redis_url}: {exc}")
+    finally:
+        await store.close()
 
 
 def main() -> None:  # pragma: no cover - console script entry

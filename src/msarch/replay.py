@@ -32,10 +32,17 @@ class Report:
             self.differences.append(what)
 
 
-async def rebuild(source: Store, target: Store, report: Report) -> None:
-    """Apply the whole log of `source` to the empty namespace of `target`."""
+async def rebuild(
+    source: Store,
+    target: Store,
+    report: Report,
+    after: str | None = None,
+    until: str | None = None,
+) -> None:
+    """Apply the log of `source` (the events after `after`, up to `until`; by default all of
+    them) to the namespace of `target`: empty, or holding the projections as of `after`."""
     started = time.perf_counter()
-    async for page in source.events.pages():
+    async for page in source.events.pages(after, until=until):
         writer = target.projections.writer()
         for event in page:
             report.events[event.type.value] += 1
@@ -96,9 +103,14 @@ async def _same_hash(live: Store, rebuilt: Store, batch_id: str, which: BatchHas
     return True
 
 
-async def replay_and_compare(live: Store, scratch: Store) -> Report:
+async def replay_and_compare(live: Store, scratch: Store, start_after: str | None = None) -> Report:
+    """Rebuild `live`'s projections in `scratch` and compare. `scratch` is empty, or holds a
+    snapshot's projections as of `start_after` (msarch.snapshots.restore_into)."""
     report = Report()
-    await rebuild(live, scratch, report)
+    if start_after is None and (gap := await live.gap_after("0-0")):
+        report.differ(f"the log no longer starts at its first event: {gap.detail}")
+        return report
+    await rebuild(live, scratch, report, after=start_after)
     started = time.perf_counter()
     await compare(live, scratch, report)
     report.compare_s = time.perf_counter() - started

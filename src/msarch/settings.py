@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1_000_000, ge=1)
     batch_timeout_s: float = Field(default=20.0, gt=0)
     assembly_timeout_s: float = Field(default=10.0, gt=0)
+    # The log's upkeep by the store service: a snapshot this often (0: never), then a trim of
+    # the events it holds that are older than MSARCH_LOG_KEEP_S (unset: the log is kept whole).
+    snapshot_every_s: float = Field(default=0.0, ge=0)
+    log_keep_s: float | None = Field(default=None, ge=0)
     api_key: str | None = None
 
     host: str = "127.0.0.1"

@@ -1,7 +1,11 @@
-"""The `msarch` read commands (batches, values, events) against the running stack's gateway."""
+"""The `msarch` read commands (batches, values, events) against the running stack's gateway,
+and the log's operator commands (snapshot, trim, replay) against its Redis."""
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from uuid import uuid4
 
 import httpx
@@ -9,7 +13,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from msarch.cli import app
-from msarch.testing.stack import Stack
+from msarch.events import event_position
+from msarch.testing.isolation import env_of
+from msarch.testing.stack import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,3 +57,54 @@ async def test_values_of_an_unknown_batch_says_404_and_exits_1(stack: Stack) -> 
     result = await msarch(stack, "values", str(uuid4()))
     assert result.exit_code == 1
     assert "404" in result.output
+
+
+async def operator(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """`msarch ARGS` as an operator runs it next to the stack: its Redis and namespace."""
+    env = {**os.environ, **env_of(stack.settings)}
+    command = [sys.executable, "-m", "msarch", *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_snapshot_trim_and_replay_from_the_snapshot_on_a_running_stack(
+    private_stack: Stack,
+) -> None:
+    stack = private_stack
+    refused = await operator(stack, "trim", "--keep", "0s")
+    assert refused.returncode == 1
+    assert "take one first (msarch snapshot)" in refused.stderr + refused.stdout
+    async with httpx.AsyncClient(timeout=60) as client:
+        for index in range(20):
+            await client.post(
+                f"{stack.gateway_url}/api/roundtrip", json={"key": f"snap-{index}", "value": "v"}
+            )
+        assert (await client.post(f"{stack.gateway_url}/api/batch", json={"size": 50})).is_success
+        made = await operator(stack, "snapshot", "--json")
+        assert made.returncode == 0, made.stderr
+        snapshot = json.loads(made.stdout)
+        for index in range(5):  # after the snapshot: kept by any trim
+            await client.post(
+                f"{stack.gateway_url}/api/roundtrip", json={"key": f"later-{index}", "value": "v"}
+            )
+    store = stack.store()
+    try:
+        await wait_for(lambda: store.get_value("later-4"), 30)
+        trimmed = await operator(stack, "trim", "--keep", "0s", "--json")
+        assert trimmed.returncode == 0, trimmed.stderr
+        report = json.loads(trimmed.stdout)
+        assert report["newest_removed"] == snapshot["event_id"]
+        assert report["limited_by_snapshot"] is True
+        left = await store.read_events(None, 1000)
+        assert len(left) == 5
+        assert all(event_position(e.id) > event_position(snapshot["event_id"]) for e in left)
+    finally:
+        await store.close()
+    replayed = await operator(stack, "replay")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert f"from the snapshot as of event {snapshot['event_id']}" in replayed.stdout
+    assert "PASS" in replayed.stdout
+    whole = await operator(stack, "replay", "--from-start")
+    assert whole.returncode == 1
+    assert "no longer starts at its first event" in whole.stdout

@@ -10,8 +10,9 @@ import websockets
 
 from msarch.events import EventType, event_position
 from msarch.replay import drop, replay_and_compare
+from msarch.snapshots import latest, restore_into
 from msarch.storage import Store
-from msarch.testing.stack import Stack, wait_for, ws_frames
+from msarch.testing.stack import Stack, StackFactory, wait_for, ws_frames
 
 pytestmark = pytest.mark.e2e
 
@@ -188,3 +189,36 @@ async def test_replay_equals_live_state(stack: Stack) -> None:
         f"replayed {sum(report.events.values())} events in {report.rebuild_s:.2f} s, "
         f"compared in {report.compare_s:.2f} s"
     )
+
+
+async def test_the_store_snapshots_and_trims_on_its_schedule_and_replay_still_agrees(
+    stack_with: StackFactory,
+) -> None:
+    """MSARCH_SNAPSHOT_EVERY_S=0.5 and MSARCH_LOG_KEEP_S=0 with two store instances: the log
+    shrinks to what came after the latest snapshot, and replay from it equals the live state."""
+    async with stack_with(snapshot_every_s=0.5, log_keep_s=0) as stack:
+        await stack.add_instance("store")
+        await _roundtrips(stack, [f"upkeep-{i % 50}" for i in range(300)])
+        live = stack.store()
+        scratch = live.in_namespace(stack.settings.namespace + "replay-")
+        try:
+            await wait_for(lambda: live.get_value("upkeep-49"), 30)
+            last = await live.last_event_id()
+            assert last is not None
+
+            async def snapshotted_and_trimmed() -> bool:
+                snapshot = await latest(live)
+                return snapshot is not None and snapshot.event_id == last
+
+            await wait_for(snapshotted_and_trimmed, 30, 0.1)
+            await wait_for(lambda: _log_is_empty(live), 10, 0.1)
+            report = await replay_and_compare(live, scratch, await restore_into(live, scratch))
+        finally:
+            await drop(scratch)
+            await live.close()
+    assert report.passed, report.differences
+    assert report.kv_keys == 50
+
+
+async def _log_is_empty(store: Store) -> bool:
+    return not await store.read_events(None, 1)

@@ -48,18 +48,22 @@ class EventLog:
         self._keys = keys
         self._trim: AsyncScript = client.register_script(scripts.TRIM_EVENTS)
 
-    async def read(self, after: str | None = None, limit: int = 100) -> list[Event]:
-        """A page of the log, oldest first, strictly after the given event id."""
+    async def read(
+        self, after: str | None = None, limit: int = 100, until: str | None = None
+    ) -> list[Event]:
+        """A page of the log, oldest first, strictly after `after` and up to `until`."""
         start = f"({after}" if after else "-"
         entries = cast(
             list[tuple[str, dict[str, str]]],
-            await self._redis.xrange(self._keys.events, start, "+", count=limit),
+            await self._redis.xrange(self._keys.events, start, until or "+", count=limit),
         )
         return [_event_of(entry_id, fields) for entry_id, fields in entries]
 
-    async def pages(self, after: str | None = None, page: int = PAGE) -> AsyncIterator[list[Event]]:
-        """The whole log after `after`, page by page, until its current end."""
-        while events := await self.read(after, page):
+    async def pages(
+        self, after: str | None = None, page: int = PAGE, until: str | None = None
+    ) -> AsyncIterator[list[Event]]:
+        """The log after `after`, page by page, up to `until` or else its current end."""
+        while events := await self.read(after, page, until):
             yield events
             after = events[-1].id
 

@@ -3,6 +3,8 @@
 All under "{namespace}msarch:" (the public layout in ARCHITECTURE.md):
   events                 the event log (a Redis Stream), the source of truth
   events:trimmed         the newest event id trimmed from the log (EventLog.trim_before)
+  snapshot               the latest snapshot: its last event id and namespace (snapshots.py)
+  snapshot:lock          held while a snapshot is taken (one at a time)
   kv:{key}               roundtrip value (projection of KeyValueStored)
   batch:{id}             final batch hash, index -> [key, value] (BatchCommitted)
   batch:{id}:staging     items of a batch being assembled (BatchItemStaged)
@@ -29,6 +31,8 @@ class Keys:
         self.prefix = f"{namespace}msarch:"
         self.events = self.prefix + "events"
         self.events_trimmed = self.events + ":trimmed"
+        self.snapshot = self.prefix + "snapshot"
+        self.snapshot_lock = self.snapshot + ":lock"
         self.batches = self.prefix + "batches"
         self.assembling = self.prefix + "assembling"
         self.replication_mark = self.prefix + "replicated"

@@ -128,6 +128,18 @@ class Projections:
             list[str | None], await self._redis.hmget(self._hash_key(batch_id, which), names)
         )
 
+    async def copy_into(self, target: "Projections") -> int:
+        """Copy every key of this namespace into the empty namespace of `target` (COPY, in
+        Redis: nothing passes through here); how many."""
+        copied = 0
+        async for chunk in self._scan("*"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.copy(key, target._keys.prefix + self._keys.relative(key), replace=True)
+                await pipe.execute()
+            copied += len(chunk)
+        return copied
+
     async def drop(self) -> None:
         """Delete every key of this namespace (a scratch one: never the live namespace)."""
         async for chunk in self._scan("*"):
