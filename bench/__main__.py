@@ -5,6 +5,7 @@
     python -m bench publish roundtrip --backend rabbit
     python -m bench wait                    the cost of WAIT before an ack (no broker)
     python -m bench log-ceiling             how fast one Redis primary appends events (no broker)
+    python -m bench log-upkeep              snapshot, trim and replay from the snapshot (no broker)
     python -m bench rate-limit              the gateway's CPU per request, rate limit on vs off
     python -m bench logs                    lines, bytes and CPU of the services' logs in a soak
     flock /tmp/msarch-docker.lock python -m bench cluster
@@ -12,7 +13,7 @@
 
 Each backend gets its own private stack (free loopback ports, a "test-bench-"
 namespace) that is stopped and deleted on exit, Ctrl-C and errors included.
-Figures go to bench/results/<date>-<backend>.json (wait and log-ceiling: -redis.json,
+Figures go to bench/results/<date>-<backend>.json (wait, log-ceiling, log-upkeep: -redis.json,
 cluster: -cluster.json). `cluster` needs Docker and is only run when named.
 """
 
@@ -40,11 +41,13 @@ BENCHMARKS = (
     "logs",
     "wait",
     "log-ceiling",
+    "log-upkeep",
     "cluster",
 )
-"""In the order they run; roundtrip, batch and replay share one stack per backend; wait and
-log-ceiling need no broker and run once, on Redis servers of their own (saved as "redis");
-cluster brings up the compose stacks, single then cluster, on RabbitMQ (saved as "cluster")."""
+"""In the order they run; roundtrip, batch and replay share one stack per backend; wait,
+log-ceiling and log-upkeep need no broker and run once, on Redis servers of their own (saved
+as "redis"); cluster brings up the compose stacks, single then cluster, on RabbitMQ (saved
+as "cluster")."""
 DEFAULT = tuple(name for name in BENCHMARKS if name != "cluster")
 """What runs when none is named: cluster needs Docker and takes the machine ~15 minutes."""
 
@@ -80,6 +83,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--writes", type=int, default=1000, help="writes per WAIT mode")
     parser.add_argument(
         "--log-seconds", type=float, default=5.0, help="seconds per log-ceiling cell"
+    )
+    parser.add_argument(
+        "--log-items", type=int, default=1_000_000, help="log-upkeep: items in the batch logged"
     )
     parser.add_argument("--confirms", type=int, default=3000, help="cluster: msgs per confirm mode")
     parser.add_argument(
@@ -167,6 +173,12 @@ async def run(args: argparse.Namespace, command: str) -> None:
         ceiling = await bench_log_ceiling(args.log_seconds)
         results.setdefault("redis", {})["log_ceiling"] = ceiling
         keep("log_ceiling", ceiling, target="redis")
+    if "log-upkeep" in args.benchmarks:
+        from bench.log_upkeep import bench_log_upkeep
+
+        upkeep = await bench_log_upkeep(args.log_items)
+        results.setdefault("redis", {})["log_upkeep"] = upkeep
+        keep("log_upkeep", upkeep, target="redis")
     if "cluster" in args.benchmarks:
         from bench.cluster import ClusterOptions, bench_cluster
 
