@@ -24,7 +24,18 @@ def _now() -> datetime:
 
 
 class Message(BaseModel):
+    """An HTTP body at the edge: a field it does not know is a mistake of the client's (422)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class BusMessage(BaseModel):
+    """A message between services. A field it does not know comes from a newer version of the
+    producer during a rolling upgrade: kept (stored in the event, forwarded on), never a
+    reason to refuse the message. What is refused, to the dead letters, is what this version
+    cannot use: a missing field, a wrong type, a value out of range."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
 
 
 class KeyValueIn(Message):
@@ -36,7 +47,7 @@ class KeyValueIn(Message):
     _value_bytes = field_validator("value")(_check_value)
 
 
-class KeyValue(Message):
+class KeyValue(BusMessage):
     """A key/value accepted at the edge; travels on `event` and `forward_roundtrip`."""
 
     id: UUID = Field(default_factory=uuid4)
@@ -71,7 +82,7 @@ _FINAL = {
 }
 
 
-class BatchItem(Message):
+class BatchItem(BusMessage):
     """One item of a batch; travels on `batch`."""
 
     batch_id: UUID
@@ -81,7 +92,7 @@ class BatchItem(Message):
     value: str = Field(max_length=VALUE_MAX_BYTES)
 
 
-class BatchReply(Message):
+class BatchReply(BusMessage):
     """The outcome of a batch; travels on `batch_reply`."""
 
     batch_id: UUID

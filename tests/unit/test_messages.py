@@ -171,11 +171,19 @@ def test_key_value_gets_an_id_and_a_utc_time_at_the_edge() -> None:
     assert first.accepted_at.utcoffset() == UTC.utcoffset(None)
 
 
-@pytest.mark.parametrize("model", [KeyValueIn, KeyValue])
-def test_unknown_fields_are_rejected(model: type[KeyValueIn | KeyValue]) -> None:
+def test_an_unknown_field_in_an_http_body_is_refused() -> None:
     with pytest.raises(ValidationError) as raised:
-        model.model_validate({"key": "k", "value": "v", "extra": 1})
+        KeyValueIn.model_validate({"key": "k", "value": "v", "extra": 1})
     assert raised.value.errors()[0]["type"] == "extra_forbidden"
+
+
+def test_an_unknown_field_in_a_bus_message_is_kept_for_the_next_hop() -> None:
+    """A newer producer's field, during a rolling upgrade: kept, and sent on as it came."""
+    kv = KeyValue.model_validate_json('{"key": "k", "value": "v", "priority": {"level": 2}}')
+    assert kv.model_extra == {"priority": {"level": 2}}
+    assert json.loads(kv.model_dump_json())["priority"] == {"level": 2}
+    with pytest.raises(ValidationError):
+        KeyValue.model_validate({"value": "v", "priority": 2})  # no key: not usable
 
 
 def test_messages_are_frozen() -> None:
