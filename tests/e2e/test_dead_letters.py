@@ -1,5 +1,7 @@
-"""Poison messages go to the dead-letter queue with the reason; the service keeps serving."""
+"""Poison messages go to the dead-letter queue with the reason; the service keeps serving. A
+newer version's message is not poison."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -8,7 +10,8 @@ import pytest
 
 from msarch import channels
 from msarch.bus import Bus
-from msarch.testing.stack import Stack, wait_for
+from msarch.messages import KeyValue
+from msarch.testing.stack import Stack, wait_for, ws_frames
 from tests.utils.broker import connected_bus
 
 pytestmark = pytest.mark.e2e
@@ -57,3 +60,56 @@ async def test_invalid_batch_item_is_dead_lettered(stack: Stack) -> None:
         dead = await _dead_letters(bus, channels.BATCH, 1)
     assert len(dead) == 1
     assert "batch_id" in dead[0][1]
+
+
+class KeyValueOfANewerVersion(KeyValue):
+    """What a roundtrip service one version ahead would send: a field this store lacks."""
+
+    priority: int
+
+
+async def test_a_newer_producer_next_to_an_older_one_loses_nothing_and_dead_letters_nothing(
+    stack: Stack,
+) -> None:
+    """A rolling upgrade half done: this process publishes as the newer version would, the
+    stack's roundtrip service as the running one does, both at once on the same channel.
+    The store (the older version) stores each once and forwards the new field on."""
+    frames: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+    reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    newer = [KeyValueOfANewerVersion(key=f"newer-{i}", value="v", priority=i) for i in range(100)]
+    try:
+        async with connected_bus(stack.settings) as bus, httpx.AsyncClient(timeout=30) as client:
+
+            async def publish_newer() -> None:
+                for kv in newer:
+                    await bus.publish(channels.EVENT, kv, message_id=str(kv.id))
+
+            async def post_older() -> list[str]:
+                ids = []
+                for i in range(100):
+                    body = {"key": f"older-{i}", "value": "v"}
+                    answer = await client.post(f"{stack.gateway_url}/api/roundtrip", json=body)
+                    assert answer.status_code == 202, answer.text
+                    ids.append(answer.json()["id"])
+                return ids
+
+            _, older = await asyncio.gather(publish_newer(), post_older())
+            expected = {str(kv.id) for kv in newer} | set(older)
+            await wait_for(lambda: expected <= {f["id"] for f in frames}, 30, 0.1)
+            dead = [x async for x in bus.iter_dead_letters(channels.EVENT)]
+    finally:
+        reader.cancel()
+    mine = [f for f in frames if f["id"] in expected]
+    assert len(mine) == len(expected), "each once"
+    assert {f["id"]: f.get("priority") for f in mine if f["key"].startswith("newer-")} == {
+        str(kv.id): kv.priority for kv in newer
+    }
+    assert dead == []
+    store = stack.store()
+    try:
+        assert await store.get_value("newer-99") == "v"
+        assert await store.get_value("older-99") == "v"
+    finally:
+        await store.close()
