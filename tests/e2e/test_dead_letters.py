@@ -4,6 +4,7 @@ newer version's message is not poison."""
 import asyncio
 import json
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
@@ -111,5 +112,55 @@ async def test_a_newer_producer_next_to_an_older_one_loses_nothing_and_dead_lett
     try:
         assert await store.get_value("newer-99") == "v"
         assert await store.get_value("older-99") == "v"
+    finally:
+        await store.close()
+
+
+async def test_an_operator_lists_requeues_and_drops_dead_letters(stack: Stack) -> None:
+    """A poison message is listed with its reason and dropped; a good message that failed
+    for a cause since fixed (dead-lettered here as the store does after its deliveries) is
+    requeued twice over and its roundtrip completes once."""
+    kv = KeyValue(key=f"requeued-{uuid4().hex[:6]}", value="fixed")
+    frames: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+    reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        async with connected_bus(stack.settings) as bus:
+            name = bus.name(channels.EVENT)
+            poison = json.dumps({"id": str(uuid4()), "key": "", "value": "v"}).encode()
+            await bus.publish_raw(channels.EVENT, poison, message_id="poison-to-drop")
+            for _ in range(2):  # the same message dead twice: requeued, it is stored once
+                await bus.dead_letter(
+                    name, kv.model_dump_json().encode(), {}, "handler failed 5 times",
+                    message_id=str(kv.id), deliveries=5,
+                )  # fmt: skip
+
+            async def three() -> bool:
+                return await bus.dead_letter_count(channels.EVENT) == 3
+
+            await wait_for(three, 30, 0.2)
+            listed = await bus.dead_letters(channels.EVENT)
+            assert await bus.dead_letters(channels.EVENT) == listed, "listing takes nothing"
+            bad = next((d for d in listed if d.message_id == "poison-to-drop"), None)
+            assert bad is not None, [(d.message_id, d.reason[:40]) for d in listed]
+            assert bad.reason.startswith("invalid message:")
+            assert bad.body == poison
+            assert bad.dead_at is not None
+            good = [d for d in listed if d.message_id == str(kv.id)]
+            assert [(d.reason, d.deliveries) for d in good] == [("handler failed 5 times", 5)] * 2
+
+            assert await bus.drop_dead(channels.EVENT, [bad.id]) == [bad.id]
+            assert await bus.requeue_dead(channels.EVENT, None) == [d.id for d in good]
+            assert await bus.dead_letter_count(channels.EVENT) == 0
+            await wait_for(lambda: any(f["id"] == str(kv.id) for f in frames), 30, 0.1)
+            await asyncio.sleep(1)  # time for a second frame, were there one
+    finally:
+        reader.cancel()
+    assert [f["value"] for f in frames if f["id"] == str(kv.id)] == ["fixed"]
+    store = stack.store()
+    try:
+        logged = [e async for e in store.events.pages()]
+        assert sum(1 for page in logged for e in page if e.message_id == str(kv.id)) == 1
     finally:
         await store.close()

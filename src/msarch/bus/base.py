@@ -5,7 +5,9 @@ import contextlib
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 from uuid import uuid4
@@ -23,10 +25,69 @@ CHANNEL_HEADER = "x-msarch-channel"
 EVENT_ID_HEADER = "x-msarch-event-id"
 """The position in the event log of the fact a message announces."""
 DEAD_SUFFIX = ".dead"
+MESSAGE_ID_HEADER = "x-msarch-message-id"
+"""A dead letter's original message id: what it is sent back with when requeued."""
+DEAD_AT_HEADER = "x-msarch-dead-at"
+DELIVERIES_HEADER = "x-msarch-deliveries"
+DEAD_LETTER_HEADERS = {
+    REASON_HEADER,
+    CHANNEL_HEADER,
+    MESSAGE_ID_HEADER,
+    DEAD_AT_HEADER,
+    DELIVERIES_HEADER,
+}
+"""Added when a message is dead-lettered; taken off again when it is requeued."""
 
 ObjectKind = Literal["queue", "exchange", "stream"]
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in `<channel>.dead`, as an operator sees it."""
+
+    id: str
+    """Its handle for requeue and drop: the dead-letter stream's sequence (NATS), or the
+    dead letter's own message id (RabbitMQ)."""
+    channel: str
+    reason: str
+    dead_at: str | None
+    deliveries: int | None
+    message_id: str | None
+    """The id it had on its channel, and has again when requeued (idempotency holds)."""
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    """Its own headers, without the dead-letter ones: what it is requeued with."""
+
+    def preview(self, chars: int = 120) -> str:
+        text = self.body.decode("utf-8", "replace")
+        return text if len(text) <= chars else text[:chars] + "…"
+
+
+def dead_letter_headers(
+    headers: dict[str, Any], *, reason: str, channel: str, message_id: str | None, deliveries: int
+) -> dict[str, str]:
+    """A message's headers as it goes to `<channel>.dead`: what an operator needs added."""
+    return {
+        **{k: str(v) for k, v in headers.items()},
+        REASON_HEADER: reason[:2000],
+        CHANNEL_HEADER: channel,
+        MESSAGE_ID_HEADER: message_id or "",
+        DEAD_AT_HEADER: datetime.now(UTC).isoformat(timespec="milliseconds"),
+        DELIVERIES_HEADER: str(deliveries),
+    }
+
+
+def own_headers(headers: dict[str, Any]) -> dict[str, str]:
+    """A dead letter's headers without those dead-lettering added, nor the broker's own
+    (x-death, and RabbitMQ's delivery count, which each look at the queue raises)."""
+    return {
+        k: str(v)
+        for k, v in headers.items()
+        if k not in DEAD_LETTER_HEADERS
+        and not k.startswith(("x-death", "x-first-death", "x-last-death", "x-delivery-count"))
+    }
 
 
 class PublishError(RuntimeError):
@@ -213,18 +274,49 @@ class Bus(ABC, Generic[BrokerT]):
         returns once the broker confirmed it: the unit publish_stream pipelines."""
 
     @abstractmethod
-    async def publish_raw(self, channel: Channel, body: bytes) -> None:
-        """Publish bytes as they are (operators replaying dead letters; poison tests)."""
+    async def publish_raw(
+        self,
+        channel: Channel,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Publish bytes as they are, confirmed (requeued dead letters; poison tests)."""
 
     @abstractmethod
     async def dead_letter(
-        self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
+        self,
+        channel_name: str,
+        body: bytes,
+        headers: dict[str, Any],
+        reason: str,
+        message_id: str | None = None,
+        deliveries: int = 1,
     ) -> None:
-        """Route a message that cannot be processed to `<channel>.dead` with the reason."""
+        """Route a message that cannot be processed to `<channel>.dead` with the reason, its
+        message id, when and after how many deliveries (dead_letter_headers)."""
 
     @abstractmethod
     def iter_dead_letters(self, channel: Channel) -> AsyncIterator[tuple[bytes, str]]:
         """Take the messages out of `<channel>.dead`: yields (body, reason)."""
+
+    @abstractmethod
+    async def dead_letters(self, channel: Channel, limit: int = 100) -> list[DeadLetter]:
+        """The first `limit` messages of `<channel>.dead`, left where they are."""
+
+    @abstractmethod
+    async def dead_letter_count(self, channel: Channel) -> int:
+        """How many messages `<channel>.dead` holds."""
+
+    @abstractmethod
+    async def requeue_dead(self, channel: Channel, ids: Collection[str] | None) -> list[str]:
+        """Send dead letters back onto their channel with their original message id (all of
+        them when `ids` is None), each removed once the broker confirmed it; their ids."""
+
+    @abstractmethod
+    async def drop_dead(self, channel: Channel, ids: Collection[str]) -> list[str]:
+        """Remove dead letters for good; the ids that were there."""
 
     async def connect(self) -> None:
         """Connect and declare every channel, without consuming."""

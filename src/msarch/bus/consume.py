@@ -84,7 +84,9 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
             extra={"message_id": msg.message_id, "channel": channel_name, "reason": reason},
         )
         headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str | int | float)}
-        await self.bus.dead_letter(channel_name, msg.body, headers, reason)
+        await self.bus.dead_letter(
+            channel_name, msg.body, headers, reason, msg.message_id, self.bus.deliveries(msg)
+        )
 
 
 def _one_line(exc: BaseException) -> str:

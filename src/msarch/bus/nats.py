@@ -27,7 +27,7 @@ starts runs with `sync_interval: always`; see README for a shared server.
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -48,11 +48,16 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from msarch import channels
 from msarch.bus.base import (
-    CHANNEL_HEADER,
+    DEAD_AT_HEADER,
     DEAD_SUFFIX,
+    DELIVERIES_HEADER,
+    MESSAGE_ID_HEADER,
     REASON_HEADER,
     Bus,
+    DeadLetter,
     ObjectKind,
+    dead_letter_headers,
+    own_headers,
     public_urls,
 )
 from msarch.channels import Channel, Delivery
@@ -218,25 +223,48 @@ class NatsBus(Bus[NatsBroker]):
 
         return send
 
-    async def publish_raw(self, channel: Channel, body: bytes) -> None:
+    async def publish_raw(
+        self,
+        channel: Channel,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         js = await self._jetstream()
-        await js.publish(self.name(channel), body, stream=self._stream_of(channel).name)
+        all_headers = {**(headers or {}), **({MSG_ID: message_id} if message_id else {})}
+        await js.publish(
+            self.name(channel),
+            body,
+            stream=self._stream_of(channel).name,
+            headers=all_headers or None,
+            timeout=self.settings.upstream_timeout_s,
+        )
 
     # -- dead letters ------------------------------------------------------------
 
     async def dead_letter(
-        self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
+        self,
+        channel_name: str,
+        body: bytes,
+        headers: dict[str, Any],
+        reason: str,
+        message_id: str | None = None,
+        deliveries: int = 1,
     ) -> None:
         # FastStream's publish (PubAck awaited, as with js.publish): TestNatsBroker routes it too.
+        # Without Nats-Msg-Id: the dead-letter stream would take a second one as a duplicate.
         await self.broker.publish(
             body,
             subject=channel_name + DEAD_SUFFIX,
             stream=self.dead.name,
-            headers={
-                **{k: str(v) for k, v in headers.items() if k != MSG_ID},
-                REASON_HEADER: reason[:2000],
-                CHANNEL_HEADER: channel_name,
-            },
+            headers=dead_letter_headers(
+                {k: v for k, v in headers.items() if k != MSG_ID},
+                reason=reason,
+                channel=channel_name,
+                message_id=headers.get(MSG_ID) or message_id,  # the id msarch published with
+                deliveries=deliveries,
+            ),
             timeout=self.settings.upstream_timeout_s,
         )
 
@@ -259,6 +287,76 @@ class NatsBus(Bus[NatsBroker]):
                     yield message.data, reason
         finally:
             await subscription.unsubscribe()
+
+    async def dead_letters(self, channel: Channel, limit: int = 100) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        async for letter in self._dead_in_order(channel):
+            if len(found) >= limit:
+                break
+            found.append(letter)
+        return found
+
+    async def dead_letter_count(self, channel: Channel) -> int:
+        js = await self._jetstream()
+        subject = self.name(channel) + DEAD_SUFFIX
+        info = await js.stream_info(self.dead.name, subjects_filter=subject)
+        return int((info.state.subjects or {}).get(subject, 0))
+
+    async def requeue_dead(self, channel: Channel, ids: Collection[str] | None) -> list[str]:
+        js = await self._jetstream()
+        requeued: list[str] = []
+        async for letter in self._dead_in_order(channel):
+            if ids is not None and letter.id not in ids:
+                continue
+            # A Nats-Msg-Id of its own: within the work stream's duplicate window the original
+            # id would be taken for the first delivery and dropped. msarch's idempotency is in
+            # the message (its id, a batch item's index), which goes back as it was.
+            await self.publish_raw(
+                channel,
+                letter.body,
+                message_id=f"{letter.message_id or 'dead'}:requeued:{letter.id}",
+                headers={**letter.headers, MESSAGE_ID_HEADER: letter.message_id or ""},
+            )
+            await js.delete_msg(self.dead.name, int(letter.id))
+            requeued.append(letter.id)
+        return requeued
+
+    async def drop_dead(self, channel: Channel, ids: Collection[str]) -> list[str]:
+        js = await self._jetstream()
+        dropped: list[str] = []
+        async for letter in self._dead_in_order(channel):
+            if letter.id in ids:
+                await js.delete_msg(self.dead.name, int(letter.id))
+                dropped.append(letter.id)
+        return dropped
+
+    async def _dead_in_order(self, channel: Channel) -> AsyncIterator[DeadLetter]:
+        """The channel's dead letters, oldest first, read by sequence (no consumer: a read
+        leaves them in the stream)."""
+        js = await self._jetstream()
+        subject = self.name(channel) + DEAD_SUFFIX
+        seq = 1
+        while True:
+            try:
+                raw = await js.get_msg(self.dead.name, seq, subject=subject, next=True)
+            except NotFoundError:
+                return
+            headers = dict(raw.headers or {})
+            deliveries = headers.get(DELIVERIES_HEADER)
+            yield DeadLetter(
+                id=str(raw.seq),
+                channel=channel.name,
+                reason=headers.get(REASON_HEADER, "unknown"),
+                dead_at=headers.get(DEAD_AT_HEADER),
+                deliveries=int(deliveries) if deliveries else None,
+                message_id=headers.get(MESSAGE_ID_HEADER) or None,
+                body=raw.data or b"",
+                # Without NATS's own (Nats-Expected-Stream would name the dead-letter stream).
+                headers=own_headers(
+                    {k: v for k, v in headers.items() if not k.startswith("Nats-")}
+                ),
+            )
+            seq = int(raw.seq or seq) + 1
 
     # -- lifecycle ---------------------------------------------------------------
 

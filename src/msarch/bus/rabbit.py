@@ -14,11 +14,17 @@
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, cast
+from uuid import uuid4
 
 from aio_pika import DeliveryMode, Message
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+)
 from faststream.message import StreamMessage
 from faststream.rabbit import Channel as AmqpChannel
 from faststream.rabbit import (
@@ -33,11 +39,16 @@ from yarl import URL
 
 from msarch import channels
 from msarch.bus.base import (
-    CHANNEL_HEADER,
+    DEAD_AT_HEADER,
     DEAD_SUFFIX,
+    DELIVERIES_HEADER,
+    MESSAGE_ID_HEADER,
     REASON_HEADER,
     Bus,
+    DeadLetter,
     ObjectKind,
+    dead_letter_headers,
+    own_headers,
     public_urls,
 )
 from msarch.bus.rabbit_cluster import apply_policy, node_connection, work_policy
@@ -213,8 +224,23 @@ class RabbitBus(Bus[RabbitBroker]):
 
         return send
 
-    async def publish_raw(self, channel: Channel, body: bytes) -> None:
-        await self.broker.publish(body, persist=True, **self._destination(channel))
+    async def publish_raw(
+        self,
+        channel: Channel,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        amqp_headers: dict[str, Any] | None = dict(headers) if headers else None
+        await self.broker.publish(
+            body,
+            persist=True,
+            message_id=message_id or uuid4().hex,
+            headers=amqp_headers,
+            timeout=self.settings.upstream_timeout_s,
+            **self._destination(channel),
+        )
 
     async def _default_exchange(self) -> AbstractExchange:
         channel: AbstractRobustChannel = await self._publish_channel()
@@ -234,16 +260,29 @@ class RabbitBus(Bus[RabbitBroker]):
     # -- dead letters ------------------------------------------------------------
 
     async def dead_letter(
-        self, channel_name: str, body: bytes, headers: dict[str, Any], reason: str
+        self,
+        channel_name: str,
+        body: bytes,
+        headers: dict[str, Any],
+        reason: str,
+        message_id: str | None = None,
+        deliveries: int = 1,
     ) -> None:
-        """Route a message that cannot be processed to `<channel>.dead` with the reason."""
+        dead: dict[str, Any] = dead_letter_headers(
+            headers,
+            reason=reason,
+            channel=channel_name,
+            message_id=message_id,
+            deliveries=deliveries,
+        )
         await self.broker.publish(
             body,
             exchange=self.dead_exchange,
             routing_key=channel_name,
             persist=True,
             mandatory=True,
-            headers={**headers, REASON_HEADER: reason[:2000], CHANNEL_HEADER: channel_name},
+            message_id=uuid4().hex,  # the dead letter's own: its handle for requeue and drop
+            headers=dead,
             timeout=self.settings.upstream_timeout_s,
         )
 
@@ -254,6 +293,61 @@ class RabbitBus(Bus[RabbitBroker]):
             reason = str(headers.get(REASON_HEADER) or _death_reason(headers))
             await message.ack()
             yield message.body, reason
+
+    async def dead_letters(self, channel: Channel, limit: int = 100) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        async with self._dead_letter_queue(channel) as queue:
+            while len(found) < limit and (message := await queue.get(fail=False)):
+                found.append(_dead_letter_of(message, channel))
+        return found  # the channel closed: every message got is back in the queue
+
+    async def dead_letter_count(self, channel: Channel) -> int:
+        async with self._dead_letter_queue(channel) as queue:
+            return int(queue.declaration_result.message_count or 0)
+
+    async def requeue_dead(self, channel: Channel, ids: Collection[str] | None) -> list[str]:
+        async def send_back(letter: DeadLetter) -> None:
+            await self.publish_raw(
+                channel, letter.body, message_id=letter.message_id, headers=letter.headers
+            )
+
+        return await self._take_dead(channel, ids, send_back)
+
+    async def drop_dead(self, channel: Channel, ids: Collection[str]) -> list[str]:
+        async def nothing(letter: DeadLetter) -> None:
+            return None
+
+        return await self._take_dead(channel, ids, nothing)
+
+    async def _take_dead(
+        self,
+        channel: Channel,
+        ids: Collection[str] | None,
+        then: Callable[[DeadLetter], Awaitable[None]],
+    ) -> list[str]:
+        """Get every dead letter in turn; for those chosen, `then`, then ack (removed). The
+        others go back to the queue when the channel closes."""
+        taken: list[str] = []
+        async with self._dead_letter_queue(channel) as queue:
+            while message := await queue.get(fail=False):
+                letter = _dead_letter_of(message, channel)
+                if ids is None or letter.id in ids:
+                    await then(letter)
+                    await message.ack()
+                    taken.append(letter.id)
+        return taken
+
+    @contextlib.asynccontextmanager
+    async def _dead_letter_queue(self, channel: Channel) -> AsyncIterator[AbstractQueue]:
+        """`<channel>.dead` on a channel of its own: closing it puts back what was not acked."""
+        self._require_connected()
+        connection = await self.broker.connect()
+        amqp_channel = await connection.channel()
+        try:
+            name = self.dead_letter_queue(channel).name
+            yield await amqp_channel.declare_queue(name, passive=True)
+        finally:
+            await amqp_channel.close()
 
     # -- declaring and dropping --------------------------------------------------
 
@@ -306,6 +400,21 @@ class RabbitBus(Bus[RabbitBroker]):
     def channel_of(self, msg: StreamMessage[Any]) -> str:
         raw = msg.raw_message
         return str(raw.exchange or raw.routing_key or "")
+
+
+def _dead_letter_of(message: AbstractIncomingMessage, channel: Channel) -> DeadLetter:
+    headers = {k: v for k, v in (message.headers or {}).items() if isinstance(v, str | int | float)}
+    deliveries = headers.get(DELIVERIES_HEADER) or headers.get("x-delivery-count")
+    return DeadLetter(
+        id=message.message_id or "",
+        channel=channel.name,
+        reason=str(headers.get(REASON_HEADER) or _death_reason(message.headers or {})),
+        dead_at=str(headers[DEAD_AT_HEADER]) if DEAD_AT_HEADER in headers else None,
+        deliveries=int(deliveries) if deliveries is not None else None,
+        message_id=str(headers.get(MESSAGE_ID_HEADER) or message.message_id or "") or None,
+        body=message.body,
+        headers=own_headers(headers),
+    )
 
 
 def _death_reason(headers: dict[str, Any]) -> str:
