@@ -120,6 +120,7 @@ def default_config(settings: Settings) -> GatewayConfig:
                 timeout_s=settings.batch_timeout_s + settings.upstream_timeout_s,
             ),
             Route(prefix="/api/events", service="websocket"),
+            Route(prefix="/api/dead", service="store"),
             Route(prefix="/ws", service="websocket"),
         ]
     )

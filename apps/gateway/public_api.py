@@ -15,9 +15,10 @@ from apps.batch.handlers import MESSAGING as BATCH
 from apps.batch.routes import router as batch_router
 from apps.roundtrip.handlers import MESSAGING as ROUNDTRIP
 from apps.roundtrip.routes import router as roundtrip_router
+from apps.store.dead_letters import router as dead_letters_router
 from apps.store.handlers import MESSAGING as STORE
 from apps.websocket.handlers import MESSAGING as WEBSOCKET
 from msarch.service import Messaging
 
-PUBLIC_API: tuple[APIRouter, ...] = (roundtrip_router, batch_router)
+PUBLIC_API: tuple[APIRouter, ...] = (roundtrip_router, batch_router, dead_letters_router)
 PUBLIC_MESSAGING: tuple[Messaging, ...] = (ROUNDTRIP, STORE, BATCH, WEBSOCKET)

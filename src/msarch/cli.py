@@ -353,6 +353,83 @@ def trim(
         out.print("(not further: the latest snapshot holds no event after that)")
 
 
+dead = typer.Typer(help="The dead letters: what could not be handled, and why.")
+app.add_typer(dead, name="dead")
+ChannelOpt = Annotated[
+    str | None,
+    typer.Option(help="event, forward_roundtrip, batch or batch_reply (default: every one)"),
+]
+
+
+@dead.command("list")
+def dead_list(
+    channel: ChannelOpt = None, limit: int = 100, url: UrlOpt = None, as_json: JsonOpt = False
+) -> None:
+    """The dead letters with their reason, when, deliveries and the start of the body."""
+    params: dict[str, str | int] = {"limit": limit, **({"channel": channel} if channel else {})}
+    found = _get_json(f"{_gateway(url)}/api/dead", as_json, params=params)
+    if found is None:
+        return
+    table = Table("id", "channel", "dead at", "deliveries", "reason", "body")
+    for letter in found["letters"]:
+        table.add_row(
+            letter["id"],
+            letter["channel"],
+            (letter["dead_at"] or "")[:23],
+            str(letter["deliveries"] or ""),
+            letter["reason"][:60],
+            letter["preview"][:40],
+        )
+    out.print(table)
+    counts = ", ".join(f"{name} {count:,}" for name, count in found["counts"].items())
+    out.print(f"held: {counts}")
+
+
+@dead.command("requeue")
+def dead_requeue(
+    ids: Annotated[list[str] | None, typer.Argument(help="dead letter ids")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every dead letter")] = False,
+    channel: ChannelOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send dead letters back onto their channel, with their original message ids."""
+    _dead_action("requeue", ids, every, channel, url, as_json)
+
+
+@dead.command("drop")
+def dead_drop(
+    ids: Annotated[list[str], typer.Argument(help="dead letter ids")],
+    channel: ChannelOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove dead letters for good."""
+    _dead_action("drop", ids, False, channel, url, as_json)
+
+
+def _dead_action(
+    action: str,
+    ids: list[str] | None,
+    every: bool,
+    channel: str | None,
+    url: str | None,
+    as_json: bool,
+) -> None:
+    if every == bool(ids):
+        _fail("give the ids of the dead letters, or --all")
+    body = {"ids": ids or [], "all": every, "channel": channel}
+    response = _request("POST", f"{_gateway(url)}/api/dead/{action}", json=body, timeout=120)
+    if response.status_code != 200:
+        _problem(response)
+    done = response.json()["ids"]
+    if as_json:
+        print(json.dumps(done))
+        return
+    verb = "requeued" if action == "requeue" else "dropped"
+    out.print(f"{verb} {len(done):,}: {' '.join(done)}" if done else f"{verb} none")
+
+
 @contextlib.asynccontextmanager
 async def _live_store() -> AsyncIterator["Store"]:
     from msarch.storage import Store

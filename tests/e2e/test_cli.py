@@ -12,10 +12,14 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from msarch import channels
 from msarch.cli import app
 from msarch.events import event_position
+from msarch.messages import KeyValue
 from msarch.testing.isolation import env_of
+from msarch.testing.load import metric
 from msarch.testing.stack import Stack, wait_for
+from tests.utils.broker import connected_bus
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +112,56 @@ async def test_snapshot_trim_and_replay_from_the_snapshot_on_a_running_stack(
     whole = await operator(stack, "replay", "--from-start")
     assert whole.returncode == 1
     assert "no longer starts at its first event" in whole.stdout
+
+
+async def test_dead_letters_through_the_gateway_the_cli_and_metrics(stack: Stack) -> None:
+    """A poison message is listed over HTTP and by `msarch dead list`, counted in the store's
+    /metrics, and dropped by the CLI; a good one dead-lettered is requeued by the CLI and
+    stored once."""
+    kv = KeyValue(key=f"dead-cli-{uuid4().hex[:6]}", value="v")
+    async with connected_bus(stack.settings) as bus:
+        poison = b'{"id": "not-a-uuid", "key": "k", "value": "v"}'
+        await bus.publish_raw(channels.EVENT, poison, message_id=f"poison-{uuid4().hex[:6]}")
+        await bus.dead_letter(
+            bus.name(channels.EVENT), kv.model_dump_json().encode(), {}, "handler failed",
+            message_id=str(kv.id), deliveries=5,
+        )  # fmt: skip
+    store_url = stack.settings.url_of("store")
+
+    async def counted() -> bool:
+        return await metric(store_url, "msarch_dead_letters", channel="event") == 2
+
+    await wait_for(counted, 30, 0.5)
+    async with httpx.AsyncClient(timeout=30) as client:
+        listed = await client.get(f"{stack.gateway_url}/api/dead", params={"channel": "event"})
+        wrong = await client.get(f"{stack.gateway_url}/api/dead", params={"channel": "nope"})
+        neither = await client.post(f"{stack.gateway_url}/api/dead/requeue", json={})
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["counts"]["event"] == 2
+    letters = {d["message_id"]: d for d in listed.json()["letters"]}
+    bad = next(d for d in letters.values() if d["preview"].startswith('{"id": "not-a-uuid"'))
+    assert bad["reason"].startswith("invalid message:")
+    assert (wrong.status_code, neither.status_code) == (422, 422)
+
+    shown = await msarch(stack, "dead", "list", "--channel", "event")
+    assert shown.exit_code == 0, shown.output
+    assert "held: event 2," in shown.output
+    dropped = await msarch(stack, "dead", "drop", bad["id"], "--json")
+    assert dropped.exit_code == 0, dropped.output
+    assert json.loads(dropped.output) == [bad["id"]]
+    again = await msarch(stack, "dead", "drop", bad["id"])
+    assert again.exit_code == 1
+    assert "404" in again.output
+    requeued = await msarch(stack, "dead", "requeue", "--all", "--channel", "event", "--json")
+    assert requeued.exit_code == 0, requeued.output
+    assert json.loads(requeued.output) == [letters[str(kv.id)]["id"]]
+    store = stack.store()
+    try:
+        await wait_for(lambda: store.get_value(kv.key), 30)
+    finally:
+        await store.close()
+    await wait_for(lambda: _no_dead(store_url), 30, 0.5)
+
+
+async def _no_dead(store_url: str) -> bool:
+    return await metric(store_url, "msarch_dead_letters", channel="event") == 0

@@ -42,6 +42,9 @@ def test_openapi_describes_the_public_api(gateway: TestClient) -> None:
         "/api/batch/batchkeys",
         "/api/batch/batchvalues/{batch_id}",
         "/api/batch/{batch_id}",
+        "/api/dead",
+        "/api/dead/requeue",
+        "/api/dead/drop",
     }
     batch = schema["paths"]["/api/batch"]["post"]["responses"]
     assert "application/problem+json" in batch["400"]["content"]
