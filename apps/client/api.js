@@ -62,6 +62,9 @@ export const api = {
       "GET",
       `/api/batch/batchvalues/${encodeURIComponent(id)}?offset=${offset}&limit=${limit}`,
     ),
+  deadLetters: (limit = 100) => request("GET", `/api/dead?limit=${limit}`),
+  requeueDead: (ids) => request("POST", "/api/dead/requeue", ids ? { ids } : { all: true }),
+  dropDead: (ids) => request("POST", "/api/dead/drop", { ids }),
   events: (after, limit) =>
     request(
       "GET",

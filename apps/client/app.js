@@ -2,6 +2,7 @@
 // the event log.
 
 import { api, apiKey, setApiKey } from "./api.js";
+import { startDeadLetters } from "./dead-letters.js";
 import { startEventLog } from "./event-log.js";
 import { LiveSocket } from "./live-socket.js";
 
@@ -296,6 +297,7 @@ function start() {
   window.msarchLive = live;
   loadBatches();
   startEventLog();
+  startDeadLetters();
 }
 
 start();

@@ -29,8 +29,11 @@ from playwright.async_api import (
     expect,
 )
 
+from msarch import channels
 from msarch.channels import ALL
+from msarch.messages import KeyValue
 from msarch.testing.stack import Stack, wait_for
+from tests.utils.broker import connected_bus
 from tests.utils.browser import chromium
 
 pytestmark = pytest.mark.e2e
@@ -442,3 +445,48 @@ async def test_client_says_so_when_roundtrips_it_missed_were_trimmed_from_the_lo
 
 async def _count_events(store: Any, count: int) -> bool:
     return len(await store.read_events(None, count)) >= count
+
+
+async def test_dead_letter_panel_lists_drops_and_requeues(
+    private_stack: Stack, browser: Browser
+) -> None:
+    """A poison message and a good one that failed earlier, in the real dead letters: the
+    panel shows both with their reasons; Drop removes the poison, Requeue sends the good one
+    back, and its roundtrip arrives on the page once."""
+    stack = private_stack
+    kv = KeyValue(key="came-back", value="from the dead letters")
+    async with connected_bus(stack.settings) as bus:
+        await bus.publish_raw(channels.EVENT, b'{"key": "", "value": "poison"}', message_id="p")
+        await bus.dead_letter(
+            bus.name(channels.EVENT), kv.model_dump_json().encode(), {}, "handler failed 5 times",
+            message_id=str(kv.id), deliveries=5,
+        )  # fmt: skip
+
+        async def both() -> bool:
+            return await bus.dead_letter_count(channels.EVENT) == 2
+
+        await wait_for(both, 30, 0.2)
+    offline = Offline()
+    context = await offline.open(browser)
+    try:
+        page, errors = await new_page(context)
+        await page.goto(stack.gateway_url + "/")
+        rows = page.get_by_test_id("dead-list").get_by_test_id("dead-row")
+        await expect(rows).to_have_count(2)
+        await expect(page.get_by_test_id("dead-counts")).to_contain_text("event 2")
+        poison = rows.filter(has_text="invalid message")
+        await expect(poison).to_have_count(1)
+        await page.get_by_test_id("dead-panel").screenshot(
+            path=SCREENSHOTS / "screenshot-dead-letters.png"
+        )
+        await poison.get_by_test_id("dead-drop").click()
+        await expect(rows).to_have_count(1)
+        await rows.filter(has_text="handler failed 5 times").get_by_test_id("dead-requeue").click()
+        await expect(rows).to_have_count(0)
+        await expect(page.get_by_text("No dead letters.")).to_be_visible()
+        arrived = page.get_by_test_id("rt-list").locator("tr", has_text="came-back")
+        await expect(arrived).to_have_count(1)
+        assert errors == []
+    finally:
+        await context.close()
+    assert offline.blocked == []
