@@ -47,6 +47,8 @@ class Event(BaseModel):
     id: str
     """The stream entry id: the position in the log, usable as ?after=."""
     type: EventType
+    version: int
+    """The payload's schema version: the current one once read (msarch.upcasting)."""
     time: datetime
     message_id: str
     correlation_id: str | None = None

@@ -17,6 +17,7 @@ from redis.exceptions import ResponseError
 from msarch.events import Event, EventType, event_position
 from msarch.storage import scripts
 from msarch.storage.keys import Keys
+from msarch.upcasting import CURRENT_VERSION, upcast
 
 PAGE = 2000
 """The most entries read at once: the log is never loaded whole."""
@@ -100,11 +101,14 @@ class EventLog:
 
 
 def _event_of(entry_id: str, fields: dict[str, str]) -> Event:
+    kind = EventType(fields["type"])
+    written_at = int(fields.get("version") or 1)  # version 1 entries carry none
     return Event(
         id=entry_id,
-        type=EventType(fields["type"]),
+        type=kind,
+        version=max(written_at, CURRENT_VERSION),
         time=datetime.fromisoformat(fields["time"]),
         message_id=fields["message_id"],
         correlation_id=fields.get("correlation_id") or None,
-        payload=json.loads(fields["payload"]),
+        payload=upcast(kind, written_at, json.loads(fields["payload"])),
     )

@@ -3,7 +3,9 @@ msarch.storage is imported.
 
 Each runs atomically in Redis: the event is appended and the projections are
 updated together, or nothing is. Nothing is patched into their text; what
-they need (the final statuses included) comes in KEYS and ARGV.
+they need (the final statuses included) comes in KEYS and ARGV. Each event they append
+carries 'version', the payload's schema version: msarch.upcasting.CURRENT_VERSION (a unit test
+holds the two together).
 """
 
 from importlib import resources

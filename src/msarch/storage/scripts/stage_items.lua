@@ -19,8 +19,8 @@ local function invalid(detail)
   redis.call('DEL', staging)
   redis.call('ZREM', assembling, batch_id)
   redis.call('HSET', meta, 'status', 'Invalid', 'detail', detail, 'updated_at', now, 'stored', 0)
-  redis.call('XADD', events, '*', 'type', 'BatchFailed', 'message_id', batch_id .. ':Invalid',
-    'correlation_id', cid, 'time', at, 'payload',
+  redis.call('XADD', events, '*', 'type', 'BatchFailed', 'version', '2',
+    'message_id', batch_id .. ':Invalid', 'correlation_id', cid, 'time', at, 'payload',
     cjson.encode({batch_id = batch_id, status = 'Invalid', detail = detail}))
   return {'Invalid', 'invalidated', 0, detail}
 end
@@ -43,7 +43,7 @@ for i = FIRST_ITEM, #ARGV, 3 do
   local item = cjson.encode({ARGV[i + 1], ARGV[i + 2]})
   if redis.call('HSETNX', staging, ARGV[i], item) == 1 then
     outcome = 'staged'
-    redis.call('XADD', events, '*', 'type', 'BatchItemStaged',
+    redis.call('XADD', events, '*', 'type', 'BatchItemStaged', 'version', '2',
       'message_id', batch_id .. ':' .. ARGV[i], 'correlation_id', cid, 'time', at, 'payload',
       cjson.encode({batch_id = batch_id, index = index, size = size,
         key = ARGV[i + 1], value = ARGV[i + 2]}))
@@ -56,8 +56,8 @@ if stored == size then
   redis.call('ZREM', assembling, batch_id)
   redis.call('ZADD', batches, now, batch_id)
   redis.call('HSET', meta, 'status', 'Done', 'committed_at', now)
-  redis.call('XADD', events, '*', 'type', 'BatchCommitted', 'message_id', batch_id .. ':Done',
-    'correlation_id', cid, 'time', at, 'payload',
+  redis.call('XADD', events, '*', 'type', 'BatchCommitted', 'version', '2',
+    'message_id', batch_id .. ':Done', 'correlation_id', cid, 'time', at, 'payload',
     cjson.encode({batch_id = batch_id, size = size, committed_at = tonumber(now)}))
   return {'Done', 'completed', stored, ''}
 end

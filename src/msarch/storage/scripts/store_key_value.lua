@@ -4,8 +4,8 @@
 local seen = redis.call('HMGET', KEYS[2], 'state', 'event')
 if seen[1] then return seen end
 redis.call('SET', KEYS[1], ARGV[1])
-local event = redis.call('XADD', KEYS[3], '*', 'type', 'KeyValueStored', 'message_id', ARGV[2],
-  'correlation_id', ARGV[3], 'time', ARGV[4], 'payload', ARGV[5])
+local event = redis.call('XADD', KEYS[3], '*', 'type', 'KeyValueStored', 'version', '2',
+  'message_id', ARGV[2], 'correlation_id', ARGV[3], 'time', ARGV[4], 'payload', ARGV[5])
 redis.call('HSET', KEYS[2], 'state', 'stored', 'event', event)
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 return {'new', event}
