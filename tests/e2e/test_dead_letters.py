@@ -3,6 +3,7 @@ newer version's message is not poison."""
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -63,57 +64,51 @@ async def test_invalid_batch_item_is_dead_lettered(stack: Stack) -> None:
     assert "batch_id" in dead[0][1]
 
 
-class KeyValueOfANewerVersion(KeyValue):
-    """What a roundtrip service one version ahead would send: a field this store lacks."""
-
-    priority: int
+NEWER_VERSION = Path(__file__).parents[1] / "utils" / "newer_version"
+"""On PYTHONPATH, it makes a service process the next version (a KeyValue with `priority`)."""
 
 
-async def test_a_newer_producer_next_to_an_older_one_loses_nothing_and_dead_letters_nothing(
-    stack: Stack,
+async def test_a_newer_roundtrip_service_beside_an_older_one_loses_and_dead_letters_nothing(
+    private_stack: Stack,
 ) -> None:
-    """A rolling upgrade half done: this process publishes as the newer version would, the
-    stack's roundtrip service as the running one does, both at once on the same channel.
-    The store (the older version) stores each once and forwards the new field on."""
+    """A rolling upgrade half done: two roundtrip service processes on the same channel, the
+    running version and the next one (whose messages carry a field the store lacks), sent
+    100 roundtrips each at once. The store (the running version) stores each once, forwards
+    the new field on, and dead-letters nothing."""
+    stack = private_stack
+    newer = await stack.add_instance("roundtrip", env={"PYTHONPATH": str(NEWER_VERSION)})
     frames: list[dict[str, Any]] = []
     ready = asyncio.Event()
     reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
     await asyncio.wait_for(ready.wait(), 10)
-    newer = [KeyValueOfANewerVersion(key=f"newer-{i}", value="v", priority=i) for i in range(100)]
     try:
-        async with connected_bus(stack.settings) as bus, httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30) as client:
 
-            async def publish_newer() -> None:
-                for kv in newer:
-                    await bus.publish(channels.EVENT, kv, message_id=str(kv.id))
-
-            async def post_older() -> list[str]:
+            async def post(base: str, prefix: str) -> list[str]:
                 ids = []
                 for i in range(100):
-                    body = {"key": f"older-{i}", "value": "v"}
-                    answer = await client.post(f"{stack.gateway_url}/api/roundtrip", json=body)
+                    body = {"key": f"{prefix}-{i}", "value": "v"}
+                    answer = await client.post(f"{base}/api/roundtrip", json=body)
                     assert answer.status_code == 202, answer.text
                     ids.append(answer.json()["id"])
                 return ids
 
-            _, older = await asyncio.gather(publish_newer(), post_older())
-            expected = {str(kv.id) for kv in newer} | set(older)
-            await wait_for(lambda: expected <= {f["id"] for f in frames}, 30, 0.1)
+            older_ids, newer_ids = await asyncio.gather(
+                post(stack.settings.url_of("roundtrip"), "older"), post(newer.url, "newer")
+            )
+        expected = set(older_ids) | set(newer_ids)
+        await wait_for(lambda: expected <= {f["id"] for f in frames}, 30, 0.1)
+        async with connected_bus(stack.settings) as bus:
             dead = [x async for x in bus.iter_dead_letters(channels.EVENT)]
     finally:
         reader.cancel()
     mine = [f for f in frames if f["id"] in expected]
     assert len(mine) == len(expected), "each once"
-    assert {f["id"]: f.get("priority") for f in mine if f["key"].startswith("newer-")} == {
-        str(kv.id): kv.priority for kv in newer
+    assert {f["id"]: f.get("priority") for f in mine} == {
+        **dict.fromkeys(older_ids),
+        **dict.fromkeys(newer_ids, 1),
     }
     assert dead == []
-    store = stack.store()
-    try:
-        assert await store.get_value("newer-99") == "v"
-        assert await store.get_value("older-99") == "v"
-    finally:
-        await store.close()
 
 
 async def test_an_operator_lists_requeues_and_drops_dead_letters(stack: Stack) -> None:

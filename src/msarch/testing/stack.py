@@ -10,7 +10,7 @@ import inspect
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -91,10 +91,14 @@ class Stack:
         await self._launch(process)
         await process.wait_healthy(START_TIMEOUT_S)
 
-    async def add_instance(self, service: str, **overrides: Any) -> ServiceProcess:
-        """One more instance of a service, on a port of its own (and these settings)."""
+    async def add_instance(
+        self, service: str, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServiceProcess:
+        """One more instance of a service, on a port of its own (and these settings; `env`
+        added to its environment)."""
         settings = self.settings.model_copy(update={f"{service}_port": free_port(), **overrides})
-        process = ServiceProcess(service, settings, env=env_of(settings), printer=self.printer)
+        environment = {**env_of(settings), **(env or {})}
+        process = ServiceProcess(service, settings, env=environment, printer=self.printer)
         self.extra.append(process)
         await self._launch(process)
         await process.wait_healthy(START_TIMEOUT_S)
