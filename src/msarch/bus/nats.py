@@ -5,7 +5,8 @@ instance for broadcasts.
   message is gone once acked. One durable pull consumer per channel is shared by
   every instance (competing consumers), max_deliver bounds redelivery.
 - `<ns>msarch-broadcast` holds `forward_roundtrip` and `batch_reply` for an
-  hour; every instance reads it with its own consumer from "new" on.
+  hour; every instance reads it with a durable consumer of its own from "new" on,
+  replicated like the stream, removed a minute after the instance is gone.
 - `<ns>msarch-dead` holds `<channel>.dead` subjects, work-queue retention.
 - Every publish waits for the stream's PubAck and carries Nats-Msg-Id, so a
   publish retried within the duplicate window is stored once.
@@ -72,6 +73,9 @@ PUBACK_TIMEOUT_S = 5.0
 """How long publish_stream waits for one item's PubAck before sending it again."""
 ACK_WAIT_S = 6.0
 """How soon the messages of a consumer that died are redelivered."""
+INSTANCE_CONSUMER_EXPIRES_S = 60.0
+"""How long an instance's broadcast consumer outlives the instance (RabbitMQ's instance queues
+expire after as long)."""
 
 
 class NatsBus(Bus[NatsBroker]):
@@ -153,10 +157,21 @@ class NatsBus(Bus[NatsBroker]):
                     max_ack_pending=self.settings.prefetch * 4,
                 ),
             }
+        # Each instance's own consumer, durable and replicated like its stream: an ephemeral
+        # one lives on one server, and a partition that cuts that server off from the instance
+        # deleted it (its interest unseen for 5 s), after which the instance got no broadcast
+        # again. It goes INSTANCE_CONSUMER_EXPIRES_S after the instance does.
         return {
             "subject": self.name(channel),
             "stream": self.broadcast,
-            "deliver_policy": DeliverPolicy.NEW,
+            "durable": self._durable(channel, f"-{self.instance}"),
+            "config": ConsumerConfig(
+                deliver_policy=DeliverPolicy.NEW,
+                ack_policy=JsAckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT_S,
+                inactive_threshold=INSTANCE_CONSUMER_EXPIRES_S,
+                num_replicas=self.settings.nats_replicas,
+            ),
         }
 
     @contextlib.contextmanager
