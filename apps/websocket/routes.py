@@ -56,6 +56,7 @@ async def events(
             gap.detail,
             oldest_event_id=gap.oldest_kept,
             removed_up_to=gap.removed_up_to,
+            snapshot_event_id=gap.snapshot_event_id,
         )
     return EventPage(events=page, next_after=page[-1].id if len(page) == limit else None)
 
@@ -116,6 +117,7 @@ def gap_frame(gap: LogGap) -> str:
             "after": gap.after,
             "removed_up_to": gap.removed_up_to,
             "oldest_event_id": gap.oldest_kept,
+            "snapshot_event_id": gap.snapshot_event_id,
             "detail": gap.detail,
         }
     )

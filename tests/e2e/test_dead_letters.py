@@ -112,7 +112,8 @@ async def test_a_newer_roundtrip_service_beside_an_older_one_loses_and_dead_lett
 
 
 async def test_an_operator_lists_requeues_and_drops_dead_letters(stack: Stack) -> None:
-    """A poison message is listed with its reason and dropped; a good message that failed
+    """A poison message is listed with its reason, published again repaired and dropped; a
+    good message that failed
     for a cause since fixed (dead-lettered here as the store does after its deliveries) is
     requeued twice over and its roundtrip completes once."""
     kv = KeyValue(key=f"requeued-{uuid4().hex[:6]}", value="fixed")
@@ -123,7 +124,8 @@ async def test_an_operator_lists_requeues_and_drops_dead_letters(stack: Stack) -
     try:
         async with connected_bus(stack.settings) as bus:
             name = bus.name(channels.EVENT)
-            poison = json.dumps({"id": str(uuid4()), "key": "", "value": "v"}).encode()
+            poisoned = {"id": str(uuid4()), "key": "", "value": "v"}
+            poison = json.dumps(poisoned).encode()
             await bus.publish_raw(channels.EVENT, poison, message_id="poison-to-drop")
             for _ in range(2):  # the same message dead twice: requeued, it is stored once
                 await bus.dead_letter(
@@ -145,14 +147,23 @@ async def test_an_operator_lists_requeues_and_drops_dead_letters(stack: Stack) -
             good = [d for d in listed if d.message_id == str(kv.id)]
             assert [(d.reason, d.deliveries) for d in good] == [("handler failed 5 times", 5)] * 2
 
+            # Fixed: the operator publishes it again repaired and drops the dead one. The same
+            # roundtrip id (what idempotency is keyed on), a transport id of its own: NATS
+            # would take the first one's, within its duplicate window, for that message again.
+            repaired = {**poisoned, "key": f"repaired-{uuid4().hex[:6]}"}
+            await bus.publish_raw(
+                channels.EVENT, json.dumps(repaired).encode(), message_id="poison-repaired"
+            )
             assert await bus.drop_dead(channels.EVENT, [bad.id]) == [bad.id]
             assert await bus.requeue_dead(channels.EVENT, None) == [d.id for d in good]
             assert await bus.dead_letter_count(channels.EVENT) == 0
-            await wait_for(lambda: any(f["id"] == str(kv.id) for f in frames), 30, 0.1)
+            both = {str(kv.id), repaired["id"]}
+            await wait_for(lambda: both <= {f["id"] for f in frames}, 30, 0.1)
             await asyncio.sleep(1)  # time for a second frame, were there one
     finally:
         reader.cancel()
     assert [f["value"] for f in frames if f["id"] == str(kv.id)] == ["fixed"]
+    assert [f["key"] for f in frames if f["id"] == repaired["id"]] == [repaired["key"]]
     store = stack.store()
     try:
         logged = [e async for e in store.events.pages()]

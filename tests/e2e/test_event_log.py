@@ -10,7 +10,7 @@ import websockets
 
 from msarch.events import EventType, event_position
 from msarch.replay import drop, replay_and_compare
-from msarch.snapshots import latest, restore_into
+from msarch.snapshots import latest, restore_into, take
 from msarch.storage import Store
 from msarch.testing.stack import Stack, StackFactory, wait_for, ws_frames
 
@@ -136,6 +136,7 @@ async def test_a_reader_resuming_after_trimmed_events_is_told_instead_of_missing
     try:
         await wait_for(lambda: _count_after(store, "0-0", 6), 30)
         ids = [e.id for e in await store.read_events(None, 100)]
+        assert (await take(store)).event_id == ids[-1]
         assert await store.trim_events_before(ids[4]) == (4, ids[3])
         assert await store.trim_events_before(ids[2]) == (0, None), "nothing left before it"
         kept = ids[4:]
@@ -149,6 +150,8 @@ async def test_a_reader_resuming_after_trimmed_events_is_told_instead_of_missing
     assert gone.status_code == 410, gone.text
     assert gone.headers["content-type"] == "application/problem+json"
     assert (gone.json()["oldest_event_id"], gone.json()["removed_up_to"]) == (ids[4], ids[3])
+    assert gone.json()["snapshot_event_id"] == ids[-1]
+    assert f"the latest snapshot holds the state as of {ids[-1]}" in gone.json()["detail"]
     assert after_the_cut.status_code == 200
     assert [e["id"] for e in after_the_cut.json()["events"]] == kept
 
@@ -156,6 +159,7 @@ async def test_a_reader_resuming_after_trimmed_events_is_told_instead_of_missing
         frames = [json.loads(await asyncio.wait_for(socket.recv(), 10)) for _ in range(3)]
     assert frames[0]["type"] == "gap"
     assert (frames[0]["after"], frames[0]["oldest_event_id"]) == (ids[0], ids[4])
+    assert frames[0]["snapshot_event_id"] == ids[-1]
     assert [f["event_id"] for f in frames[1:]] == kept
 
 

@@ -91,6 +91,10 @@ async def test_api_key_is_required_on_api_and_ws_only(keyed_stack: Stack) -> Non
         missing = await client.post(url, json=body)
         wrong = await client.post(url, json=body, headers={"X-API-Key": API_KEY + "x"})
         events = await client.get(f"{keyed_stack.gateway_url}/api/events")
+        dead = await client.get(f"{keyed_stack.gateway_url}/api/dead")
+        dead_keyed = await client.get(
+            f"{keyed_stack.gateway_url}/api/dead", headers={"X-API-Key": API_KEY}
+        )
         open_pages = {
             path: (await client.get(keyed_stack.gateway_url + path)).status_code
             for path in ("/health", "/metrics", "/", "/docs", "/openapi.json")
@@ -101,7 +105,8 @@ async def test_api_key_is_required_on_api_and_ws_only(keyed_stack: Stack) -> Non
         async with websockets.connect(ws_url) as socket:
             accepted = await client.post(url, json=body, headers={"X-API-Key": API_KEY})
             frames.append(str(await asyncio.wait_for(socket.recv(), 10)))
-    for refused in (missing, wrong, events):
+    assert dead_keyed.status_code == 200, dead_keyed.text
+    for refused in (missing, wrong, events, dead):
         assert refused.status_code == 401
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["title"] == "Unauthorized"

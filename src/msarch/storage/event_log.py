@@ -32,14 +32,20 @@ class LogGap:
     """The newest id removed from the log, trimmed or deleted."""
     oldest_kept: str | None
     """The first event still in the log; None when none is."""
+    snapshot_event_id: str | None = None
+    """The last event the latest snapshot holds (`msarch snapshot`), if there is one."""
 
     @property
     def detail(self) -> str:
         kept = f"the oldest kept is {self.oldest_kept}" if self.oldest_kept else "none is kept"
+        state = (
+            f"the latest snapshot holds the state as of {self.snapshot_event_id}"
+            if self.snapshot_event_id
+            else "the projections hold what they changed"
+        )
         return (
             f"events after {self.after} are gone from the log (removed up to "
-            f"{self.removed_up_to}); {kept}. What they changed is in the projections; "
-            "read on from the oldest kept event."
+            f"{self.removed_up_to}); {kept}; {state}. Read on from the oldest kept event."
         )
 
 
@@ -78,10 +84,11 @@ class EventLog:
         """Whether a reader resuming after `after` would miss removed events: trimmed ones
         (trim_before records the newest) or deleted ones (Redis records the newest XDEL
         removed). A trim by hand (XTRIM) records nothing and so is not seen."""
-        async with self._redis.pipeline(transaction=True) as both:
-            both.xinfo_stream(self._keys.events)
-            both.get(self._keys.events_trimmed)
-            info, trimmed = await both.execute(raise_on_error=False)
+        async with self._redis.pipeline(transaction=True) as reads:
+            reads.xinfo_stream(self._keys.events)
+            reads.get(self._keys.events_trimmed)
+            reads.hget(self._keys.snapshot, "event_id")
+            info, trimmed, snapshot = await reads.execute(raise_on_error=False)
         if isinstance(info, ResponseError):  # no log yet: nothing was removed from it
             return None
         deleted = str(info.get("max-deleted-entry-id") or "0-0")
@@ -89,7 +96,7 @@ class EventLog:
         if event_position(removed) <= event_position(after):
             return None
         first = info.get("first-entry")
-        return LogGap(after, removed, str(first[0]) if first else None)
+        return LogGap(after, removed, str(first[0]) if first else None, snapshot or None)
 
     async def last_id(self) -> str | None:
         entries = await self._redis.xrevrange(self._keys.events, "+", "-", count=1)
