@@ -22,7 +22,9 @@ from msarch.service import Runtime, RuntimeDep
 
 log = logging.getLogger("msarch.store.dead_letters")
 router = APIRouter(prefix="/api/dead", tags=["dead letters"])
-COUNT_EVERY_S = 5.0
+COUNT_EVERY_S = 10.0
+COUNT_TIMEOUT_S = 5.0
+"""A count the broker does not answer in time (a node cut off) waits for the next round."""
 DEAD_LETTERS = Gauge(
     "msarch_dead_letters", "Messages held in a channel's dead letters", ["channel"]
 )
@@ -125,9 +127,9 @@ async def count_dead_letters(runtime: Runtime) -> None:
     while True:
         try:
             for channel in channels.ALL:
-                DEAD_LETTERS.labels(channel=channel.name).set(
-                    await runtime.bus.dead_letter_count(channel)
-                )
+                async with asyncio.timeout(COUNT_TIMEOUT_S):
+                    count = await runtime.bus.dead_letter_count(channel)
+                DEAD_LETTERS.labels(channel=channel.name).set(count)
         except Exception:  # the broker is away: the figures wait for it, the service does not
             log.debug("counting dead letters failed; will try again", exc_info=True)
         await asyncio.sleep(COUNT_EVERY_S)
