@@ -79,15 +79,38 @@ def dead_letter_headers(
     }
 
 
-def own_headers(headers: dict[str, Any]) -> dict[str, str]:
-    """A dead letter's headers without those dead-lettering added, nor the broker's own
-    (x-death, and RabbitMQ's delivery count, which each look at the queue raises)."""
-    return {
-        k: str(v)
-        for k, v in headers.items()
-        if k not in DEAD_LETTER_HEADERS
-        and not k.startswith(("x-death", "x-first-death", "x-last-death", "x-delivery-count"))
-    }
+_BROKERS_OWN = ("x-death", "x-first-death", "x-last-death", "x-delivery-count", "Nats-")
+"""Headers a broker sets itself: RabbitMQ's x-death and delivery count (which each look at
+the queue raises), NATS's Nats-* (Nats-Expected-Stream would name the dead-letter stream)."""
+
+
+def read_dead_letter(
+    letter_id: str,
+    channel: Channel,
+    body: bytes,
+    headers: dict[str, Any],
+    *,
+    broker_reason: str = "unknown",
+    broker_message_id: str | None = None,
+    broker_deliveries: Any = None,
+) -> DeadLetter:
+    """A dead letter from what its backend holds: what dead_letter_headers added, else what
+    the broker itself says (a message its queue dead-lettered), and its own headers besides."""
+    deliveries = headers.get(DELIVERIES_HEADER) or broker_deliveries
+    return DeadLetter(
+        id=letter_id,
+        channel=channel.name,
+        reason=str(headers.get(REASON_HEADER) or broker_reason),
+        dead_at=str(headers[DEAD_AT_HEADER]) if DEAD_AT_HEADER in headers else None,
+        deliveries=int(deliveries) if deliveries not in (None, "") else None,
+        message_id=str(headers.get(MESSAGE_ID_HEADER) or broker_message_id or "") or None,
+        body=body,
+        headers={
+            k: str(v)
+            for k, v in headers.items()
+            if k not in DEAD_LETTER_HEADERS and not k.startswith(_BROKERS_OWN)
+        },
+    )
 
 
 class PublishError(RuntimeError):

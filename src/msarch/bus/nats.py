@@ -49,17 +49,15 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from msarch import channels
 from msarch.bus.base import (
-    DEAD_AT_HEADER,
     DEAD_SUFFIX,
-    DELIVERIES_HEADER,
     MESSAGE_ID_HEADER,
     REASON_HEADER,
     Bus,
     DeadLetter,
     ObjectKind,
     dead_letter_headers,
-    own_headers,
     public_urls,
+    read_dead_letter,
 )
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -356,21 +354,7 @@ class NatsBus(Bus[NatsBroker]):
                 raw = await js.get_msg(self.dead.name, seq, subject=subject, next=True)
             except NotFoundError:
                 return
-            headers = dict(raw.headers or {})
-            deliveries = headers.get(DELIVERIES_HEADER)
-            yield DeadLetter(
-                id=str(raw.seq),
-                channel=channel.name,
-                reason=headers.get(REASON_HEADER, "unknown"),
-                dead_at=headers.get(DEAD_AT_HEADER),
-                deliveries=int(deliveries) if deliveries else None,
-                message_id=headers.get(MESSAGE_ID_HEADER) or None,
-                body=raw.data or b"",
-                # Without NATS's own (Nats-Expected-Stream would name the dead-letter stream).
-                headers=own_headers(
-                    {k: v for k, v in headers.items() if not k.startswith("Nats-")}
-                ),
-            )
+            yield read_dead_letter(str(raw.seq), channel, raw.data or b"", dict(raw.headers or {}))
             seq = int(raw.seq or seq) + 1
 
     # -- lifecycle ---------------------------------------------------------------

@@ -39,17 +39,14 @@ from yarl import URL
 
 from msarch import channels
 from msarch.bus.base import (
-    DEAD_AT_HEADER,
     DEAD_SUFFIX,
-    DELIVERIES_HEADER,
-    MESSAGE_ID_HEADER,
     REASON_HEADER,
     Bus,
     DeadLetter,
     ObjectKind,
     dead_letter_headers,
-    own_headers,
     public_urls,
+    read_dead_letter,
 )
 from msarch.bus.rabbit_cluster import apply_policy, node_connection, work_policy
 from msarch.channels import Channel, Delivery
@@ -404,16 +401,14 @@ class RabbitBus(Bus[RabbitBroker]):
 
 def _dead_letter_of(message: AbstractIncomingMessage, channel: Channel) -> DeadLetter:
     headers = {k: v for k, v in (message.headers or {}).items() if isinstance(v, str | int | float)}
-    deliveries = headers.get(DELIVERIES_HEADER) or headers.get("x-delivery-count")
-    return DeadLetter(
-        id=message.message_id or "",
-        channel=channel.name,
-        reason=str(headers.get(REASON_HEADER) or _death_reason(message.headers or {})),
-        dead_at=str(headers[DEAD_AT_HEADER]) if DEAD_AT_HEADER in headers else None,
-        deliveries=int(deliveries) if deliveries is not None else None,
-        message_id=str(headers.get(MESSAGE_ID_HEADER) or message.message_id or "") or None,
-        body=message.body,
-        headers=own_headers(headers),
+    return read_dead_letter(
+        message.message_id or "",
+        channel,
+        message.body,
+        headers,
+        broker_reason=_death_reason(message.headers or {}),
+        broker_message_id=message.message_id,
+        broker_deliveries=headers.get("x-delivery-count"),
     )
 
 
