@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
+from prometheus_client import Histogram
 from redis.exceptions import RedisError
 
 from apps.batch.waiters import Waiters
@@ -27,6 +28,19 @@ from msarch.service import Runtime
 KEEP_ALIVE_S = 1.0
 ANSWER_MARGIN_S = 2.0
 """Kept back from the caller's wait for recording a timeout and answering it."""
+
+BATCH_SIZE = Histogram(
+    "msarch_batch_size_items",
+    "Items of each batch created, by its outcome (a BatchStatus)",
+    ["service", "outcome"],
+    buckets=(1, 10, 20, 50, 100, 1_000, 10_000, 100_000, 1_000_000),
+)
+BATCH_DURATION = Histogram(
+    "msarch_batch_duration_seconds",
+    "From a batch's request to its outcome (a BatchStatus)",
+    ["service", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0, 300.0),
+)
 
 
 class BatchNotPublished(Exception):
@@ -68,7 +82,24 @@ class BatchCoordinator:
         """The outcome of a new batch of `size` items; BatchNotPublished or StoppedWaiting.
 
         A caller that waits `caller_waits_s` at most (the gateway's route timeout) gets
-        TimeoutExceeded in that time, publishing included, rather than no answer at all."""
+        TimeoutExceeded in that time, publishing included, rather than no answer at all.
+        Every outcome is in /metrics, with its size and how long it took; a wait given up
+        (StoppedWaiting) has none yet."""
+        started = time.perf_counter()
+        try:
+            outcome = await self._create(size, caller_waits_s)
+        except BatchNotPublished:
+            self._record(size, BatchStatus.DatabaseOperationFailed, time.perf_counter() - started)
+            raise
+        self._record(size, outcome.status, outcome.elapsed_ms / 1000)
+        return outcome
+
+    def _record(self, size: int, status: BatchStatus, seconds: float) -> None:
+        service = self.runtime.name
+        BATCH_SIZE.labels(service, status.value).observe(size)
+        BATCH_DURATION.labels(service, status.value).observe(seconds)
+
+    async def _create(self, size: int, caller_waits_s: float | None) -> BatchOutcome:
         batch_id = uuid4()
         started = time.perf_counter()
         deadline = _deadline(caller_waits_s)

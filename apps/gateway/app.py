@@ -47,7 +47,9 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
             summarised("gateway"),
         ):
             gateway.client = client
-            gateway.limiter = RateLimiter(Store.from_settings(settings)) if limited else None
+            gateway.limiter = (
+                RateLimiter(Store.from_settings(settings, service="gateway")) if limited else None
+            )
             try:
                 yield
             finally:

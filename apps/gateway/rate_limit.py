@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from apps.gateway.config import RateLimit, Route
-from msarch.storage import Store
-from msarch.storage.scripts import RATE_LIMIT
+from msarch.storage import Store, scripts
 
 log = logging.getLogger("msarch.gateway")
 
@@ -55,7 +54,7 @@ def policy_name(route: Route) -> str:
 class RateLimiter:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._script = store.redis.register_script(RATE_LIMIT)
+        self._script = scripts.register(store.redis, "rate_limit", store.service)
         self._redis_down = False
 
     async def take(self, route: Route, client: str) -> Verdict | None:
@@ -68,7 +67,7 @@ class RateLimiter:
         key = self.store.keys.rate_limit(name, client)
         try:
             allowed, remaining, reset_ms, retry_ms = await self._script(
-                keys=[key], args=[limit.requests, round(limit.period_s * 1000)]
+                [key], [limit.requests, round(limit.period_s * 1000)]
             )
         except RedisError as exc:
             if not self._redis_down:

@@ -12,6 +12,8 @@
 # otherwise the one the project's containers were started from, else single.
 # Compose v2 (`docker compose`) when present, else Debian's docker-compose 1.29 with
 # --compatibility (which turns deploy.replicas into running replicas).
+# Prometheus and Grafana (profile `monitoring`) are upstream images that images.sh does not
+# build: they start only with COMPOSE_PROFILES=monitoring, which pulls them from a registry.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 project=${MSARCH_COMPOSE_PROJECT:-msarch}

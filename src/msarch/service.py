@@ -21,6 +21,7 @@ from starlette.requests import HTTPConnection
 
 from msarch import problems
 from msarch.bus import Bus, create_bus
+from msarch.bus.metrics import keep_lag_current
 from msarch.channels import Channel
 from msarch.discovery import registered
 from msarch.limits import BodyLimit
@@ -176,7 +177,7 @@ def create_service(
     settings = settings or get_settings()
     configure_logging(name, settings.log_level, settings.log_format)
     log = logging.getLogger(f"msarch.{name}")
-    store = Store.from_settings(settings, max_connections=settings.prefetch + 64)
+    store = Store.from_settings(settings, max_connections=settings.prefetch + 64, service=name)
     runtime = build_runtime(messaging, settings, store)
     bus = runtime.bus
 
@@ -187,6 +188,7 @@ def create_service(
         await bus.start()
         for job in background:
             runtime.tasks.append(asyncio.create_task(job(runtime), name=f"{name}:{job.__name__}"))
+        runtime.tasks.append(asyncio.create_task(keep_lag_current(bus), name=f"{name}:lag"))
         log.info("started", extra={"instance": bus.instance})
         try:
             # Deregistered first on the way out, so the gateway stops sending before we drain.

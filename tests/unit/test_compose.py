@@ -39,6 +39,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 HEALTHCHECK_SCRIPT = INFRA / "healthcheck.py"
 
 INFRA_SERVICES = ("rabbitmq", "redis", "consul", "nats")
+MONITORING = ("prometheus", "grafana")
+"""The `monitoring` profile's services (tests/unit/test_monitoring.py checks them)."""
 UPSTREAMS = tuple(service for service in SERVICES if service != "gateway")
 REPLICA_VARIABLES = {service: f"{service.upper()}_REPLICAS" for service in UPSTREAMS}
 
@@ -118,7 +120,7 @@ def test_schema_rejects_what_compose_rejects(
 
 
 def test_every_service_and_dependency_is_defined(compose: Document) -> None:
-    assert set(compose["services"]) == {*SERVICES, *INFRA_SERVICES}
+    assert set(compose["services"]) == {*SERVICES, *INFRA_SERVICES, *MONITORING}
 
 
 def test_bind_mounts_exist(compose: Document) -> None:

@@ -42,11 +42,15 @@ ENGINES = (*RABBITMQ_NODES, *NATS_SERVERS, *REDIS_NODES, *SENTINELS, "consul")
 GATEWAYS = ("gateway", "gateway-2")
 UPSTREAMS = tuple(service for service in SERVICES if service != "gateway")
 APPS = (*GATEWAYS, *UPSTREAMS)
+MONITORING = ("prometheus", "grafana")
+"""The `monitoring` profile: upstream images, which the local stack never builds or starts."""
 PORT_VARIABLES = {
     "MSARCH_COMPOSE_GATEWAY_PORT": "40101",
     "MSARCH_COMPOSE_GATEWAY2_PORT": "40102",
     "MSARCH_COMPOSE_RABBITMQ_UI_PORT": "40103",
     "MSARCH_COMPOSE_CONSUL_PORT": "40104",
+    "MSARCH_COMPOSE_PROMETHEUS_PORT": "40105",
+    "MSARCH_COMPOSE_GRAFANA_PORT": "40106",
 }
 NATS_URL = "nats://nats1:4222,nats://nats2:4222,nats://nats3:4222"
 
@@ -158,18 +162,22 @@ def test_cluster_file_with_the_local_override_is_valid_compose(
 
 @pytest.fixture(scope="module")
 def composed() -> Document:
-    """What compose makes of the two files with the `nats` profile and every port variable."""
-    return compose_config({"COMPOSE_PROFILES": "nats", **PORT_VARIABLES})
+    """What compose makes of the two files with the `nats` and `monitoring` profiles and every
+    port variable (Compose 1.29 lists the services of every profile anyway, v2 only those on)."""
+    return compose_config({"COMPOSE_PROFILES": "nats,monitoring", **PORT_VARIABLES})
 
 
 def test_compose_reads_the_cluster_file_with_its_local_override(composed: Document) -> None:
     services = composed["services"]
-    assert set(services) == {*ENGINES, *APPS}
+    assert set(services) == {*ENGINES, *APPS, *MONITORING}
     for name in APPS:
         assert services[name]["image"] == "msarch-local/msarch", name
     for name in NATS_SERVERS:
         assert services[name]["profiles"] == ["nats"], name
         assert services[name]["image"] == "msarch-local/nats", name
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"], name
+        assert not services[name]["image"].startswith("msarch-local/"), name
 
 
 def test_compose_publishes_only_the_ports_the_variables_name(composed: Document) -> None:
@@ -182,6 +190,8 @@ def test_compose_publishes_only_the_ports_the_variables_name(composed: Document)
         "gateway-2": [PORT_VARIABLES["MSARCH_COMPOSE_GATEWAY2_PORT"]],
         "rabbitmq1": [PORT_VARIABLES["MSARCH_COMPOSE_RABBITMQ_UI_PORT"]],
         "consul": [PORT_VARIABLES["MSARCH_COMPOSE_CONSUL_PORT"]],
+        "prometheus": [PORT_VARIABLES["MSARCH_COMPOSE_PROMETHEUS_PORT"]],
+        "grafana": [PORT_VARIABLES["MSARCH_COMPOSE_GRAFANA_PORT"]],
     }
 
 

@@ -17,6 +17,7 @@ from faststream.message import StreamMessage
 from pydantic import BaseModel
 
 from msarch.bus.consume import consume_middleware
+from msarch.bus.metrics import PublishCounts
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
 
@@ -155,6 +156,9 @@ class Bus(ABC, Generic[BrokerT]):
         self._connected = False
         self._publishers: dict[str, Any] = {}
         """The FastStream publisher object of each channel this service declared it sends on."""
+        self._publish_counts: dict[str, PublishCounts] = {}
+        self.subscribed: list[Channel] = []
+        """The channels this service consumes (their lag is in /metrics)."""
 
     def _broker_options(self) -> dict[str, Any]:
         """What every backend's FastStream broker is built with, besides its own."""
@@ -193,6 +197,8 @@ class Bus(ABC, Generic[BrokerT]):
             description=_about(channel),
         )
 
+        self.subscribed.append(channel)
+
         def register(handler: Handler) -> Handler:
             subscribe(handler)
             return handler  # the plain function, not FastStream's wrapper: services call it
@@ -210,6 +216,7 @@ class Bus(ABC, Generic[BrokerT]):
         Before start(). publish_stream stays on its pipelined raw path (see there); its
         channel is declared all the same, for the document.
         """
+        self._counts(channel)  # its series are in /metrics from the start
         if channel.name not in self._publishers:
             self._publishers[channel.name] = self.broker.publisher(
                 **self._publisher_destination(channel),
@@ -240,6 +247,8 @@ class Bus(ABC, Generic[BrokerT]):
         arguments either way, so the same message on the wire.
         """
         publisher = self._publishers.get(channel.name, self.broker)
+        counts = self._counts(channel)
+        counts.published.inc()
         try:
             await publisher.publish(
                 message,
@@ -248,13 +257,25 @@ class Bus(ABC, Generic[BrokerT]):
                 **self._publication(channel, message_id, headers),
             )
         except Exception as exc:
+            counts.failed.inc()
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
         except asyncio.CancelledError as exc:
+            counts.failed.inc()
             if not confirm_lost(exc):
                 raise  # this task is cancelled (shutdown): let it end
             raise PublishError(
                 f"{self.name(channel)}: the connection closed before the confirm"
             ) from exc
+        counts.confirmed.inc()
+
+    def _counts(self, channel: Channel) -> PublishCounts:
+        """The publish counters of a channel, made on first use."""
+        counts = self._publish_counts.get(channel.name)
+        if counts is None:
+            counts = self._publish_counts[channel.name] = PublishCounts.of(
+                self.service, self.name(channel)
+            )
+        return counts
 
     @abstractmethod
     def _publication(
@@ -280,7 +301,7 @@ class Bus(ABC, Generic[BrokerT]):
         """
         if channel.delivery is not Delivery.WORK:
             raise ValueError("publish_stream is for work channels")
-        send = await self._confirmed_sender(channel, correlation_id)
+        send = self._counts(channel).counting(await self._confirmed_sender(channel, correlation_id))
         encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
         try:
             return await pipelined(
@@ -331,6 +352,10 @@ class Bus(ABC, Generic[BrokerT]):
     @abstractmethod
     async def dead_letter_count(self, channel: Channel) -> int:
         """How many messages `<channel>.dead` holds."""
+
+    @abstractmethod
+    async def consumer_lag(self, channel: Channel) -> int:
+        """How many messages of a channel this service subscribed to wait for its consumer."""
 
     @abstractmethod
     async def requeue_dead(self, channel: Channel, ids: Collection[str] | None) -> list[str]:

@@ -357,6 +357,15 @@ class NatsBus(Bus[NatsBroker]):
             yield read_dead_letter(str(raw.seq), channel, raw.data or b"", dict(raw.headers or {}))
             seq = int(raw.seq or seq) + 1
 
+    # -- lag ---------------------------------------------------------------------
+
+    async def consumer_lag(self, channel: Channel) -> int:
+        # The messages of its stream not yet delivered to this service's durable consumer.
+        js = await self._jetstream()
+        consumer = self._subscription(channel)
+        info = await js.consumer_info(consumer["stream"].name, consumer["durable"])
+        return int(info.num_pending or 0)
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def _jetstream(self) -> JetStreamContext:

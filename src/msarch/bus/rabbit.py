@@ -15,6 +15,7 @@
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 from uuid import uuid4
 
@@ -334,17 +335,27 @@ class RabbitBus(Bus[RabbitBroker]):
                     taken.append(letter.id)
         return taken
 
-    @contextlib.asynccontextmanager
-    async def _dead_letter_queue(self, channel: Channel) -> AsyncIterator[AbstractQueue]:
+    def _dead_letter_queue(self, channel: Channel) -> AbstractAsyncContextManager[AbstractQueue]:
         """`<channel>.dead` on a channel of its own: closing it puts back what was not acked."""
+        return self._existing_queue(self.dead_letter_queue(channel).name)
+
+    @contextlib.asynccontextmanager
+    async def _existing_queue(self, name: str) -> AsyncIterator[AbstractQueue]:
+        """A queue that exists, looked up (passively declared) on an AMQP channel of its own."""
         self._require_connected()
         connection = await self.broker.connect()
         amqp_channel = await connection.channel()
         try:
-            name = self.dead_letter_queue(channel).name
             yield await amqp_channel.declare_queue(name, passive=True)
         finally:
             await amqp_channel.close()
+
+    # -- lag ---------------------------------------------------------------------
+
+    async def consumer_lag(self, channel: Channel) -> int:
+        # The messages ready in the queue this service consumes (the work queue, or its own).
+        async with self._existing_queue(self._subscription(channel)["queue"].name) as queue:
+            return int(queue.declaration_result.message_count or 0)
 
     # -- declaring and dropping --------------------------------------------------
 

@@ -62,32 +62,42 @@ class Store:
         replication: Replication = NO_WAIT,
         *,
         sentinel: Sentinel | None = None,
+        service: str = "",
     ) -> None:
         self.redis = client
         """The connection itself: for tests that look at raw keys, not for the services."""
         self.namespace = namespace
         self.replication = replication
+        self.service = service
+        """The service this store works for: the `service` label of its script timings."""
         self._sentinel = sentinel
         self.keys = Keys(namespace)
         writes = DurableWrites(client, replication, self.keys.replication_mark)
-        self.events = EventLog(client, self.keys)
-        self.key_values = KeyValues(client, self.keys, writes)
-        self.batches = Batches(client, self.keys, writes)
+        self.events = EventLog(client, self.keys, service)
+        self.key_values = KeyValues(client, self.keys, writes, service)
+        self.batches = Batches(client, self.keys, writes, service)
         self.projections = Projections(client, self.keys)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, max_connections: int = 64, namespace: str | None = None
+        cls,
+        settings: Settings,
+        max_connections: int = 64,
+        namespace: str | None = None,
+        *,
+        service: str = "",
     ) -> "Store":
         """The Store a service uses: through Sentinel when MSARCH_REDIS_SENTINELS is set (the
         client then follows a failover by itself), else at MSARCH_REDIS_URL; its writes wait
-        for MSARCH_REDIS_WAIT_REPLICAS replicas. `namespace` overrides MSARCH_NAMESPACE."""
+        for MSARCH_REDIS_WAIT_REPLICAS replicas. `namespace` overrides MSARCH_NAMESPACE;
+        `service` names the service it works for in /metrics."""
         namespace = settings.namespace if namespace is None else namespace
         replication = Replication(settings.wait_replicas, settings.redis_wait_timeout_ms)
         # A WAIT may take its whole timeout before the answer comes.
         options = _client_options(max_connections, 5 + replication.timeout_ms / 1000)
         if not settings.sentinels:
-            return cls(_client(settings.redis_url, options), namespace, replication)
+            client = _client(settings.redis_url, options)
+            return cls(client, namespace, replication, service=service)
         # The URL gives only the database and the credentials; Sentinel names the host.
         url = parse_url(settings.redis_url)
         credentials: dict[str, Any] = {k: v for k, v in url.items() if k in _CREDENTIALS}
@@ -97,7 +107,7 @@ class Store:
         # redis-py has no blocking Sentinel pool: past max_connections a call fails with
         # MaxConnectionsError, a ConnectionError, which the store retries like an outage.
         client = sentinel.master_for(settings.redis_master, **options, **credentials)
-        return cls(client, namespace, replication, sentinel=sentinel)
+        return cls(client, namespace, replication, sentinel=sentinel, service=service)
 
     @classmethod
     def from_url(cls, url: str, namespace: str = "", max_connections: int = 64) -> "Store":
@@ -106,7 +116,7 @@ class Store:
 
     def in_namespace(self, namespace: str) -> "Store":
         """The same Redis connection, another namespace (a scratch one for replay or tests)."""
-        return Store(self.redis, namespace, self.replication)
+        return Store(self.redis, namespace, self.replication, service=self.service)
 
     async def close(self) -> None:
         await self.redis.aclose()

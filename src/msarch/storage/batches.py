@@ -11,7 +11,6 @@ from typing import Any, cast
 from uuid import UUID
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from msarch.batch_rules import Outcome
 from msarch.messages import BatchItem, BatchStatus
@@ -42,14 +41,16 @@ class BatchState:
 
 
 class Batches:
-    def __init__(self, client: "aioredis.Redis", keys: Keys, writes: DurableWrites) -> None:
+    def __init__(
+        self, client: "aioredis.Redis", keys: Keys, writes: DurableWrites, service: str = ""
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._writes = writes
-        self._request: AsyncScript = client.register_script(scripts.REQUEST_BATCH)
-        self._stage: AsyncScript = client.register_script(scripts.STAGE_ITEMS)
-        self._fail: AsyncScript = client.register_script(scripts.FAIL_BATCH)
-        self._keep: AsyncScript = client.register_script(scripts.KEEP_ASSEMBLING)
+        self._request = scripts.register(client, "request_batch", service)
+        self._stage = scripts.register(client, "stage_items", service)
+        self._fail = scripts.register(client, "fail_batch", service)
+        self._keep = scripts.register(client, "keep_assembling", service)
 
     async def request(self, batch_id: UUID, size: int, correlation_id: str | None = None) -> None:
         """Append BatchRequested: the batch exists, its items are on their way."""
@@ -103,8 +104,7 @@ class Batches:
         bid = str(batch_id)
         # Nothing is acknowledged after a keep-alive: it does not wait for replicas.
         kept = await self._keep(
-            keys=[self._keys.batch_meta(bid), self._keys.assembling],
-            args=[bid, now_ms(), FINAL_STATUSES],
+            [self._keys.batch_meta(bid), self._keys.assembling], [bid, now_ms(), FINAL_STATUSES]
         )
         return bool(kept)
 

@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import cast
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from msarch.events import Event, EventType, event_position
@@ -50,10 +49,10 @@ class LogGap:
 
 
 class EventLog:
-    def __init__(self, client: "aioredis.Redis", keys: Keys) -> None:
+    def __init__(self, client: "aioredis.Redis", keys: Keys, service: str = "") -> None:
         self._redis = client
         self._keys = keys
-        self._trim: AsyncScript = client.register_script(scripts.TRIM_EVENTS)
+        self._trim = scripts.register(client, "trim_events", service)
 
     async def read(
         self, after: str | None = None, limit: int = 100, until: str | None = None
@@ -77,7 +76,7 @@ class EventLog:
     async def trim_before(self, first_kept: str) -> tuple[int, str | None]:
         """Remove every event before `first_kept`; (how many, the newest id removed)."""
         keys = [self._keys.events, self._keys.events_trimmed]
-        removed, newest = await self._trim(keys=keys, args=[first_kept])
+        removed, newest = await self._trim(keys, [first_kept])
         return int(removed), newest or None
 
     async def gap_after(self, after: str) -> LogGap | None:

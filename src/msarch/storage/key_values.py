@@ -9,7 +9,6 @@ from enum import StrEnum
 from typing import NamedTuple, cast
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 
 from msarch.messages import KeyValue
 from msarch.storage import scripts
@@ -38,11 +37,13 @@ class StoredKeyValue(NamedTuple):
 
 
 class KeyValues:
-    def __init__(self, client: "aioredis.Redis", keys: Keys, writes: DurableWrites) -> None:
+    def __init__(
+        self, client: "aioredis.Redis", keys: Keys, writes: DurableWrites, service: str = ""
+    ) -> None:
         self._redis = client
         self._keys = keys
         self._writes = writes
-        self._store: AsyncScript = client.register_script(scripts.STORE_KEY_VALUE)
+        self._store = scripts.register(client, "store_key_value", service)
 
     async def store(self, kv: KeyValue, correlation_id: str | None = None) -> StoredKeyValue:
         """Append KeyValueStored and set kv:{key}, once per message id."""

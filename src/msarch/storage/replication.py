@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+
+from msarch.storage.scripts import Script
 
 
 class NotReplicatedError(RedisConnectionError):
@@ -45,15 +46,19 @@ class DurableWrites:
         self.replication = replication
         self._mark = mark
 
-    async def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a Lua script; its answer once enough replicas hold what it wrote."""
+    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a Lua script; its answer once enough replicas hold what it wrote (timed, the
+        wait for them included)."""
         if not self.replication.replicas:
-            return await script(keys=keys, args=args)
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await script(keys, args)
+        return await script.timed(self._replicated(script, keys, args))
+
+    async def _replicated(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        command = ("EVALSHA", script.registered.sha, len(keys), *keys, *args)
         try:
             return await self._then_wait(command, keys[0])
         except NoScriptError:  # a primary that never ran it: new after a failover or a restart
-            await self._redis.script_load(script.script)
+            await self._redis.script_load(script.registered.script)
             return await self._then_wait(command, keys[0])
 
     async def command(self, name: str, key: str, *args: Any) -> Any:
