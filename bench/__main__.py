@@ -11,26 +11,45 @@
     flock /tmp/msarch-docker.lock python -m bench cluster
                                             single node vs three-node cluster in containers
 
+    python -m bench batch roundtrip --repeat 1 --items 2000 --duration 3
+                                            a quick look at msarch against the raw baselines
+    python -m bench --json                  one JSON object on stdout; the rest on stderr
+
+batch and roundtrip run their raw baselines (bench/baselines: the client libraries alone, at
+msarch's durability) in the same run, each measurement right after msarch's, `--repeat` times
+(3 by default); the last lines print msarch's figure, the baseline's, the ratio and whether
+issue 15's target is met (bench/targets.py). `--no-baselines` leaves them out.
+
 Each backend gets its own private stack (free loopback ports, a "test-bench-"
 namespace) that is stopped and deleted on exit, Ctrl-C and errors included.
 Figures go to bench/results/<date>-<backend>.json (wait, log-ceiling, log-upkeep: -redis.json,
-cluster: -cluster.json). `cluster` needs Docker and is only run when named.
+cluster: -cluster.json), the plot to bench/results/<date>-plot.png (with matplotlib).
+`cluster` needs Docker and is only run when named.
 """
 
 import argparse
 import asyncio
 import atexit
+import contextlib
+import json
+import os
 import shlex
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import date
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.machine import describe_machine
-from bench.report import save_results
+from bench.report import RESULTS_DIR, run_document, save_results
 from bench.session import BACKENDS, bench_stack
-from msarch.testing.stack import kill_leftovers
+from msarch.testing.stack import Stack, kill_leftovers
+
+if TYPE_CHECKING:
+    from bench.batch import BatchBaseline
+    from bench.roundtrip import RoundtripBaseline
 
 BENCHMARKS = (
     "publish",
@@ -91,6 +110,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--roundtrips", type=int, default=2000, help="cluster: roundtrips CPU is measured over"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each compared figure; medians (default 3)"
+    )
+    parser.add_argument(
+        "--no-baselines", action="store_true", help="leave out the raw baselines (bench/baselines)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout, the rest on stderr"
+    )
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results")
     args = parser.parse_args(argv)
     if unknown := set(args.benchmarks) - set(BENCHMARKS):
@@ -98,7 +126,34 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.benchmarks = args.benchmarks or list(DEFAULT)
     if not 1 <= args.items <= 1_000_000:
         parser.error("--items must be between 1 and 1,000,000")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return args
+
+
+@asynccontextmanager
+async def raw_chain(
+    backend: str, stack: Stack, args: argparse.Namespace
+) -> AsyncIterator["RoundtripBaseline | None"]:
+    """The roundtrip's raw baseline, with the stack's prefetch; None with --no-baselines."""
+    if args.no_baselines:
+        yield None
+        return
+    from bench.baselines.chain import running_chain
+
+    print(f"bench: {backend}: starting the raw chain ...", flush=True)
+    async with running_chain(backend, stack.settings) as chain:
+        yield chain
+
+
+def raw_batch_of(backend: str, stack: Stack, args: argparse.Namespace) -> "BatchBaseline | None":
+    """The batch's raw baseline, with the stack's window and prefetch; None with
+    --no-baselines."""
+    if args.no_baselines:
+        return None
+    from bench.baselines.batch import raw_batch
+
+    return lambda size: raw_batch(backend, size, stack.settings)
 
 
 async def run_backend(
@@ -121,16 +176,20 @@ async def run_backend(
             if "roundtrip" in chosen:
                 from bench.roundtrip import bench_roundtrip
 
-                measured(
-                    "roundtrip",
-                    await bench_roundtrip(
-                        stack, backend, args.duration, args.concurrency or 32, args.samples or 200
-                    ),
-                )
+                async with raw_chain(backend, stack, args) as chain:
+                    roundtrip = await bench_roundtrip(
+                        stack, backend, args.duration, args.concurrency or 32,
+                        args.samples or 200, args.repeat, chain,
+                    )  # fmt: skip
+                measured("roundtrip", roundtrip)
             if "batch" in chosen:
                 from bench.batch import bench_batch
 
-                measured("batch", await bench_batch(stack, backend, args.items, args.large))
+                baseline = raw_batch_of(backend, stack, args)
+                batch = await bench_batch(
+                    stack, backend, args.items, args.large, args.repeat, baseline
+                )
+                measured("batch", batch)
             if "replay" in chosen:
                 from bench.replay import bench_replay
 
@@ -146,7 +205,8 @@ async def run_backend(
     return figures
 
 
-async def run(args: argparse.Namespace, command: str) -> None:
+async def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """Every benchmark chosen; the run's document (what --json prints)."""
     current = asyncio.current_task()
     assert current is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, current.cancel)
@@ -195,17 +255,49 @@ async def run(args: argparse.Namespace, command: str) -> None:
             name = "cluster" if backend == "rabbit" else f"cluster_{backend}"
             figures[name] = await bench_cluster(options, backend)
             keep(name, figures[name], target="cluster")
+    from bench.plot import save_plot
     from bench.summary import print_summary
+    from bench.targets import all_met, comparisons
 
-    print_summary(results)
+    found = comparisons(results)
+    print_summary(results, found)
+    title = f"{command} · {date.today()} · load average at start {machine['load_average']}"
+    path = RESULTS_DIR / f"{date.today()}-plot.png"
+    plot = None if args.no_save else save_plot(results, path, title)
+    if plot is not None:
+        print(f"bench: plot written to {plot}", flush=True)
+    return run_document(
+        machine, command, results, [c.as_dict() for c in found], all_met(found), plot
+    )
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """What this process and its children write to stdout goes to stderr while inside."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)  # children inherit file descriptor 1
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def main() -> None:
     argv = sys.argv[1:]
     atexit.register(kill_leftovers)
     command = shlex.join(["python", "-m", "bench", *argv])
+    args = parse_args(argv)
     try:
-        asyncio.run(run(parse_args(argv), command))
+        if not args.json:
+            asyncio.run(run(args, command))
+            return
+        with stdout_to_stderr():
+            document = asyncio.run(run(args, command))
+        print(json.dumps(document, allow_nan=False), flush=True)
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nbench: interrupted; stacks stopped and namespaces deleted", file=sys.stderr)
         raise SystemExit(130) from None

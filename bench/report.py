@@ -1,4 +1,5 @@
-"""Printing tables, and keeping the figures as JSON under bench/results/."""
+"""Printing tables, keeping the figures as JSON under bench/results/, and the one JSON
+document `python -m bench --json` prints."""
 
 import json
 import math
@@ -61,3 +62,40 @@ def save_results(
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as strict JSON can hold it: NaN and infinities (a percentile of nothing)
+    become null, tuples lists, paths strings."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def run_document(
+    machine: dict[str, Any],
+    command: str,
+    results: dict[str, dict[str, Any]],
+    comparisons: list[dict[str, Any]],
+    targets_met: bool | None,
+    plot: Path | None,
+) -> dict[str, Any]:
+    """Everything one run measured: each figure, each baseline, each ratio and its target."""
+    document: dict[str, Any] = json_safe(
+        {
+            "date": date.today().isoformat(),
+            "command": command,
+            "machine": machine,
+            "comparisons": comparisons,
+            "targets_met": targets_met,
+            "results": results,
+            "plot": plot,
+        }
+    )
+    return document

@@ -1,6 +1,10 @@
-"""The last lines of a run: one line per figure that matters, per backend."""
+"""The last lines of a run: one line per figure that matters, per backend, then each target:
+msarch's figure, its raw baseline's, the ratio and whether the target is met."""
 
+from collections.abc import Sequence
 from typing import Any
+
+from bench.targets import Comparison, all_met
 
 
 def _lines(figures: dict[str, Any]) -> list[str]:
@@ -11,22 +15,9 @@ def _lines(figures: dict[str, Any]) -> list[str]:
             f"{publish['baseline_msgs_per_s']:,.0f} one confirm at a time ({publish['ratio']}x)"
         )
     if roundtrip := figures.get("roundtrip"):
-        gw, direct = roundtrip["gateway"], roundtrip["direct"]
-        lines.append(
-            f"roundtrip: {gw['req_per_s']:,.0f} req/s p50 {gw['p50_ms']} ms p99 {gw['p99_ms']} ms "
-            f"through the gateway vs {direct['req_per_s']:,.0f} req/s p50 {direct['p50_ms']} ms "
-            f"direct; gateway CPU {gw['cpu_ms_per_request']['gateway']} ms/req; "
-            f"POST->websocket p50 {roundtrip['websocket']['p50_ms']} ms"
-        )
+        lines += _roundtrip_lines(roundtrip)
     if batch := figures.get("batch"):
-        for run in batch["runs"]:
-            rss = run["rss"]
-            lines.append(
-                f"batch {run['size']:>9,}: {run['status']} in {run['seconds']:,.1f} s, "
-                f"{run['items_per_s']:,.0f} items/s, {run['events_per_s']:,.0f} events/s, "
-                f"RSS +{rss['batch']['delta_mib']} MiB batch, "
-                f"+{rss['store']['delta_mib']} MiB store"
-            )
+        lines += _batch_lines(batch)
     if limit := figures.get("rate_limit"):
         lines.append(
             f"rate limit: gateway CPU {limit['on']['gateway_cpu_ms_per_request']} ms/request "
@@ -67,8 +58,51 @@ def _lines(figures: dict[str, Any]) -> list[str]:
     return lines
 
 
-def print_summary(results: dict[str, dict[str, Any]]) -> None:
+def _roundtrip_lines(roundtrip: dict[str, Any]) -> list[str]:
+    gw, direct = roundtrip["gateway"], roundtrip["direct"]
+    lines = [
+        f"roundtrip: {gw['req_per_s']:,.0f} req/s p50 {gw['p50_ms']} ms p99 {gw['p99_ms']} ms "
+        f"through the gateway vs {direct['req_per_s']:,.0f} req/s p50 {direct['p50_ms']} ms "
+        f"direct; gateway CPU {gw['cpu_ms_per_request']['gateway']} ms/req; "
+        f"POST->websocket p50 {roundtrip['websocket']['p50_ms']} ms"
+    ]
+    if raw := roundtrip.get("raw"):
+        load, latency = raw["load"], raw["latency"]
+        cpu = ", ".join(f"{k} {v}" for k, v in load["cpu_ms_per_request"].items())
+        lines.append(
+            f"roundtrip {raw['name']}: {load['completed_per_s']:,.0f} completed/s "
+            f"({load['req_per_s']:,.0f} req/s), POST->websocket p50 {latency['p50_ms']} ms "
+            f"p99 {latency['p99_ms']} ms; CPU ms/req {cpu}"
+        )
+    return lines
+
+
+def _batch_lines(batch: dict[str, Any]) -> list[str]:
+    lines = []
+    for run in batch["runs"]:
+        rss = run["rss"]
+        lines.append(
+            f"batch {run['size']:>9,}: {run['status']} in {run['seconds']:,.1f} s, "
+            f"{run['items_per_s']:,.0f} items/s, {run['events_per_s']:,.0f} events/s, "
+            f"RSS +{rss['batch']['delta_mib']} MiB batch, "
+            f"+{rss['store']['delta_mib']} MiB store"
+        )
+    if raw := batch.get("raw"):
+        rates = ", ".join(f"{r['size']:,}: {r['items_per_s']:,.0f}" for r in raw["runs"])
+        lines.append(f"batch {raw['name']} items/s: {rates}")
+    return lines
+
+
+def print_summary(
+    results: dict[str, dict[str, Any]], comparisons: Sequence[Comparison] = ()
+) -> None:
     print("\n== summary")
     for backend, figures in results.items():
         for line in _lines(figures):
             print(f"{backend:<6} {line}")
+    if comparisons:
+        print("\n== targets (issue 15: msarch against the raw baselines of this run)")
+        for comparison in comparisons:
+            print(comparison.line())
+        verdict = {True: "every target met", False: "not every target met", None: "cannot tell"}
+        print(verdict[all_met(list(comparisons))])
