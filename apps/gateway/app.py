@@ -13,6 +13,7 @@ from apps.gateway.docs import mount_docs
 from apps.gateway.public_api import PUBLIC_API, PUBLIC_MESSAGING
 from apps.gateway.rate_limit import RateLimiter
 from apps.gateway.routes import router
+from apps.gateway.traces import router as traces_router
 from apps.gateway.upstreams import upstreams_of
 from apps.gateway.web_client import mount_web_client
 from msarch.discovery import registered
@@ -20,6 +21,7 @@ from msarch.logs import configure_logging, summarised
 from msarch.service import create_app
 from msarch.settings import Settings, get_settings
 from msarch.storage import Store
+from msarch.tracing import Tracing
 
 
 def _http_client() -> aiohttp.ClientSession:
@@ -35,7 +37,8 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging("gateway", settings.log_level, settings.log_format)
     config = config_of(settings)
-    gateway = Gateway(settings, upstreams_of(settings), config)
+    tracing = Tracing.start("gateway", settings)
+    gateway = Gateway(settings, upstreams_of(settings), config, tracing)
     limited = any(route.rate_limit for route in config.routes)
 
     @contextlib.asynccontextmanager
@@ -56,10 +59,14 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
                 gateway.client = None
                 if gateway.limiter:
                     await gateway.limiter.close()
+                tracing.shutdown()
 
     # /docs and /openapi.json are the public API's, served offline by apps.gateway.docs.
-    app = create_app("gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = create_app(
+        "gateway", tracing, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.gateway = gateway
+    app.include_router(traces_router)  # before /api/{path}, which would proxy it
     app.include_router(router)
     mount_docs(app, PUBLIC_API, PUBLIC_MESSAGING)
     mount_web_client(app)

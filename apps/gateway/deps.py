@@ -18,6 +18,7 @@ from apps.gateway.config import GatewayConfig
 from apps.gateway.rate_limit import RateLimiter
 from apps.gateway.upstreams import Upstreams
 from msarch.settings import Settings
+from msarch.tracing import Tracing
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Gateway:
     upstreams: Upstreams
     config: GatewayConfig
     """The routes and their policies."""
+    tracing: Tracing
+    """The gateway's own spans (each service keeps its own; /api/traces gathers them)."""
     client: aiohttp.ClientSession | None = None
     """The pooled HTTP client to the services; open only while the lifespan runs."""
     limiter: RateLimiter | None = None
@@ -62,8 +65,13 @@ def _limiter(gateway: GatewayDep) -> RateLimiter | None:
     return gateway.limiter
 
 
+def _tracing(gateway: GatewayDep) -> Tracing:
+    return gateway.tracing
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ClientDep = Annotated[aiohttp.ClientSession, Depends(_client)]
 UpstreamsDep = Annotated[Upstreams, Depends(_upstreams)]
 ConfigDep = Annotated[GatewayConfig, Depends(_config)]
 LimiterDep = Annotated[RateLimiter | None, Depends(_limiter)]
+TracingDep = Annotated[Tracing, Depends(_tracing)]

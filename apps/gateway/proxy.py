@@ -20,12 +20,14 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from urllib.parse import urlencode
 
 import aiohttp
 import websockets
 from fastapi import Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response, StreamingResponse
+from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer
 from starlette.background import BackgroundTask
 from websockets.exceptions import ConnectionClosed
 from yarl import URL
@@ -35,6 +37,7 @@ from apps.gateway.config import Route
 from apps.gateway.upstreams import Upstreams
 from msarch.observability import REQUEST_ID_HEADER, TIMEOUT_HEADER, request_id
 from msarch.problems import problem_response, unavailable
+from msarch.tracing import TRACEPARENT, TRACESTATE, current_headers
 
 log = logging.getLogger("msarch.gateway")
 
@@ -52,10 +55,11 @@ _HOP = {
     "content-length",
     API_KEY_HEADER.lower(),  # the gateway's own credential stays at the gateway
 }
-# Set by the gateway's own server on the way out.
-_OWN = {"date", "server", REQUEST_ID_HEADER}
-_NOT_FORWARDED = _HOP | {TIMEOUT_HEADER}
-"""Request headers not passed on: hop-by-hop ones, and the one the gateway sets itself."""
+# Set by the gateway's own server on the way out (the traceparent names the gateway's span).
+_OWN = {"date", "server", REQUEST_ID_HEADER, TRACEPARENT, TRACESTATE}
+_NOT_FORWARDED = _HOP | {TIMEOUT_HEADER, TRACEPARENT, TRACESTATE}
+"""Request headers not passed on: hop-by-hop ones, and those the gateway sets itself (the
+caller's trace goes on from the gateway's span)."""
 CONNECT_TIMEOUT_S = 2.0
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 """A request target the gateway forwards: printable ASCII, other bytes percent-encoded."""
@@ -86,7 +90,11 @@ def _forward_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]
 
 
 async def proxy_http(
-    request: Request, route: Route, upstreams: Upstreams, session: aiohttp.ClientSession
+    request: Request,
+    route: Route,
+    upstreams: Upstreams,
+    session: aiohttp.ClientSession,
+    tracer: Tracer,
 ) -> Response:
     try:
         target = upstream_target(request)
@@ -112,14 +120,18 @@ async def proxy_http(
             break
         upstreams.started(base)
         try:
-            upstream = await session.request(
-                request.method,
-                URL(base + target, encoded=True),
-                headers=headers,
-                data=body,
-                timeout=timeout,
-                allow_redirects=False,
-            )
+            with _upstream_span(tracer, request.method, route.service, base) as span:
+                upstream = await session.request(
+                    request.method,
+                    URL(base + target, encoded=True),
+                    headers=[*headers, *current_headers().items()],
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
+                span.set_attribute("http.response.status_code", upstream.status)
+                if upstream.status >= 500:
+                    span.set_status(StatusCode.ERROR)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # Nothing was sent: safe to try the next instance.
             upstreams.finished(base)
@@ -163,6 +175,17 @@ async def proxy_http(
             background=BackgroundTask(done),
         )
     return _no_instance(route, upstreams)
+
+
+def _upstream_span(
+    tracer: Tracer, method: str, service: str, base: str
+) -> AbstractContextManager[Span]:
+    """The span of one attempt at an upstream instance: the service's server span is its child."""
+    return tracer.start_as_current_span(
+        f"{method} {service}",
+        kind=SpanKind.CLIENT,
+        attributes={"msarch.upstream": service, "server.address": base},
+    )
 
 
 def _bad_gateway(detail: str) -> Response:

@@ -9,7 +9,14 @@ from fastapi.responses import JSONResponse, Response
 
 from apps.gateway.api_key import API_KEY_QUERY, client_of, require_api_key, websocket_authorized
 from apps.gateway.config import GatewayConfig, Route
-from apps.gateway.deps import ClientDep, ConfigDep, LimiterDep, SettingsDep, UpstreamsDep
+from apps.gateway.deps import (
+    ClientDep,
+    ConfigDep,
+    LimiterDep,
+    SettingsDep,
+    TracingDep,
+    UpstreamsDep,
+)
 from apps.gateway.proxy import proxy_http, proxy_websocket
 from msarch.problems import Problem
 from msarch.settings import SERVICES
@@ -57,6 +64,7 @@ async def api(
     upstreams: UpstreamsDep,
     client: ClientDep,
     limiter: LimiterDep,
+    tracing: TracingDep,
 ) -> Response:
     route = route_for(config, "/api/" + path)
     verdict = await limiter.take(route, client_of(request)) if limiter else None
@@ -68,7 +76,7 @@ async def api(
             f"{verdict.limit.period_s:g} s: retry after {verdict.headers()['Retry-After']} s",
             headers=verdict.headers(),
         )
-    answer = await proxy_http(request, route, upstreams, client)
+    answer = await proxy_http(request, route, upstreams, client, tracing.tracer)
     if verdict:
         answer.headers.update(verdict.headers())
     return answer

@@ -14,6 +14,7 @@ from msarch.messages import BatchItem, KeyValue
 from msarch.resilience import until_redis_answers
 from msarch.service import Messaging, Runtime
 from msarch.storage import MessageState
+from msarch.tracing import TRACEPARENT
 
 log = logging.getLogger("msarch.store")
 
@@ -46,9 +47,12 @@ def subscribe(runtime: Runtime) -> None:
             extra={"message_id": str(kv.id), "event_id": event_id, "key": kv.key[:64]},
         )
 
-    @bus.subscriber(channels.BATCH)
+    # Items are traced by the group they are staged in, not one span each (stage_buffer.py).
+    @bus.subscriber(channels.BATCH, span_each=False)
     async def on_batch_item(item: BatchItem) -> None:
-        await stage_buffer.add(item, bus.current_message().correlation_id)
+        message = bus.current_message()
+        traceparent = (message.headers or {}).get(TRACEPARENT)
+        await stage_buffer.add(item, message.correlation_id, traceparent)
 
 
 MESSAGING = Messaging(

@@ -7,14 +7,18 @@ from apps.websocket.hub import Hub
 from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import KeyValue
+from msarch.observability import current_trace_id
 from msarch.service import Messaging, Runtime
 
 log = logging.getLogger("msarch.websocket")
 
 
-def frame_of(kv: KeyValue, event_id: str | None) -> str:
-    """The JSON text frame clients get: the key/value and its position in the event log."""
-    return json.dumps({**kv.model_dump(mode="json"), "event_id": event_id}, ensure_ascii=False)
+def frame_of(kv: KeyValue, event_id: str | None, trace_id: str | None = None) -> str:
+    """The JSON text frame clients get: the key/value, its position in the event log, and the
+    trace of the POST that sent it (GET /api/traces/{trace_id}; null when replayed from the log,
+    which keeps no trace ids)."""
+    frame = {**kv.model_dump(mode="json"), "event_id": event_id, "trace_id": trace_id}
+    return json.dumps(frame, ensure_ascii=False)
 
 
 def subscribe(runtime: Runtime) -> None:
@@ -23,7 +27,10 @@ def subscribe(runtime: Runtime) -> None:
     @bus.subscriber(channels.FORWARD_ROUNDTRIP)
     async def on_forward(kv: KeyValue) -> None:
         event_id = (bus.current_message().headers or {}).get(EVENT_ID_HEADER)
-        sent = await hub.push(frame_of(kv, event_id), event_id)
+        frame = frame_of(kv, event_id, current_trace_id())
+        with bus.tracer.start_as_current_span("websocket push") as span:
+            sent = await hub.push(frame, event_id)
+            span.set_attribute("msarch.clients", sent)
         log.debug("pushed", extra={"message_id": str(kv.id), "clients": sent})
 
 

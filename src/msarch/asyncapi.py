@@ -85,6 +85,7 @@ def system_document(
     """
     if backend is not None and backend != backend_of(settings.broker_url):
         settings = settings.model_copy(update={"broker_url": LOCAL_BROKERS[backend]})
+    settings = settings.model_copy(update={"otel_endpoint": None})  # these buses trace nothing
     store = Store.from_settings(settings)  # never connects
     documents = {
         messaging.service: service_document(build_runtime(messaging, settings, store).bus)

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from prometheus_client import Counter, Histogram
 
-from msarch.observability import HTTP_REQUESTS, request_id
+from msarch.observability import HTTP_REQUESTS, current_trace_id, request_id
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -42,6 +42,8 @@ def entry_of(record: logging.LogRecord, service: str) -> dict[str, Any]:
     }
     if (rid := request_id.get()) is not None:
         entry["request_id"] = rid
+    if (trace_id := current_trace_id()) is not None:
+        entry["trace_id"] = trace_id
     for key, value in record.__dict__.items():
         if key not in _STANDARD and not key.startswith("_") and value not in (None, ""):
             entry[key] = value

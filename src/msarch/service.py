@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Seque
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar, cast
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import HTTPConnection
@@ -29,6 +29,7 @@ from msarch.logs import configure_logging, summarised
 from msarch.observability import RequestContext
 from msarch.settings import Settings, get_settings
 from msarch.storage import Store
+from msarch.tracing import Tracing, is_trace_id
 
 T = TypeVar("T")
 
@@ -41,6 +42,7 @@ class Runtime:
     settings: Settings
     bus: Bus[Any]
     store: Store
+    tracing: Tracing
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on SIGTERM/SIGINT, before the server drains: a request waiting on another
@@ -82,6 +84,8 @@ class Messaging:
 def build_runtime(messaging: Messaging, settings: Settings, store: Store) -> Runtime:
     """A Runtime with the service's publishers and subscribers registered, nothing connected."""
     bus = create_bus(settings, service=messaging.service)
+    tracing = Tracing.start(messaging.service, settings, instance=bus.instance)
+    bus.tracer = tracing.tracer
     for channel in messaging.publishes:
         bus.publisher(channel)
     runtime = Runtime(
@@ -89,6 +93,7 @@ def build_runtime(messaging: Messaging, settings: Settings, store: Store) -> Run
         settings=settings,
         bus=bus,
         store=store,
+        tracing=tracing,
         dependencies={kind: kind() for kind in messaging.dependencies},
     )
     if messaging.subscribe is not None:
@@ -132,6 +137,39 @@ def health_router() -> APIRouter:
     return router
 
 
+def traces_router(tracing: Tracing) -> APIRouter:
+    """GET /traces and /traces/{trace_id}: the traces this instance recorded lately."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/traces", summary="The traces this instance recorded lately, newest first")
+    async def recent(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+        return {
+            "service": tracing.service,
+            "instance": tracing.instance,
+            "traces": tracing.ring.recent(limit),
+        }
+
+    @router.get("/traces/{trace_id}", summary="This instance's spans of one trace")
+    async def one(trace_id: str) -> dict[str, Any]:
+        spans = tracing.ring.spans_of(checked_trace_id(trace_id))
+        if spans is None:
+            raise problems.Problem(
+                404, "Not Found", f"{tracing.instance} keeps no span of trace {trace_id}"
+            )
+        return {"trace_id": trace_id, "spans": spans}
+
+    return router
+
+
+def checked_trace_id(trace_id: str) -> str:
+    """A W3C trace id (32 lowercase hex digits), else 422."""
+    if not is_trace_id(trace_id):
+        raise problems.Problem(
+            422, "Invalid input", f"a trace id is 32 lowercase hex digits, not {trace_id!r}"
+        )
+    return trace_id
+
+
 def notice_stop(runtime: Runtime) -> None:
     """Chain onto the server's SIGTERM/SIGINT handlers (uvicorn's) to set runtime.stopping."""
     if threading.current_thread() is not threading.main_thread():
@@ -148,17 +186,21 @@ def notice_stop(runtime: Runtime) -> None:
         signal.signal(sig, handler)
 
 
-def create_app(name: str, **fastapi_options: Any) -> FastAPI:
-    """The FastAPI app every service starts from: problems, request ids, limits, metrics."""
+def create_app(name: str, tracing: Tracing | None = None, **fastapi_options: Any) -> FastAPI:
+    """The FastAPI app every service starts from: problems, request ids and traces, limits,
+    metrics. (`tracing`: the service's, else one of its own with this process's settings.)"""
+    tracing = tracing or Tracing.start(name, get_settings())
     app = FastAPI(title=f"msarch {name}", **fastapi_options)
+    app.state.tracing = tracing
     problems.install(app)
+    app.include_router(traces_router(tracing))
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit)
-    app.add_middleware(RequestContext, service=name)
+    app.add_middleware(RequestContext, service=name, tracer=tracing.tracer)
     return app
 
 
@@ -202,8 +244,9 @@ def create_service(
             await asyncio.gather(*runtime.tasks, return_exceptions=True)
             await store.close()
             log.info("stopped")
+            runtime.tracing.shutdown()
 
-    app = create_app(name, lifespan=lifespan, **fastapi_options)
+    app = create_app(name, runtime.tracing, lifespan=lifespan, **fastapi_options)
     app.state.runtime = runtime
     app.include_router(health_router())
     for router in routers:

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     # The gateway's routes and policies (a TOML file like infra/gateway.toml); unset: the same
     # table built in (apps/gateway/config.py).
     gateway_config: str | None = None
+    # Tracing (msarch.tracing): the share of new traces recorded, decided where a trace starts
+    # and followed by every later hop. 0.1: a tenth of the requests pay for spans (the others
+    # pay for a header only), and a caller that wants its request traced sends a sampled
+    # traceparent. The last MSARCH_TRACE_KEEP traces are kept in memory (GET /traces); with
+    # MSARCH_OTEL_ENDPOINT (an OTLP/HTTP collector, e.g. http://collector:4318) they are
+    # exported too, and without it nothing is sent anywhere.
+    trace_sample: float = Field(default=0.1, ge=0, le=1)
+    trace_keep: int = Field(default=200, ge=1, le=100_000)
+    otel_endpoint: str | None = None
     log_level: str = "INFO"
     # JSON lines ("json"), readable lines ("text"), or "auto": text on a terminal, else JSON.
     log_format: Literal["auto", "json", "text"] = "auto"

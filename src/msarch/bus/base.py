@@ -14,8 +14,11 @@ from uuid import uuid4
 
 from faststream import AckPolicy, ContextRepo
 from faststream.message import StreamMessage
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Tracer
 from pydantic import BaseModel
 
+from msarch import tracing
 from msarch.bus.consume import consume_middleware
 from msarch.bus.metrics import PublishCounts
 from msarch.channels import Channel, Delivery
@@ -147,6 +150,8 @@ class Bus(ABC, Generic[BrokerT]):
 
     broker: BrokerT
     """The FastStream broker (for FastStream's TestBroker in unit tests)."""
+    system: str
+    """The backend's name as OpenTelemetry's messaging.system says it."""
 
     def __init__(self, settings: Settings, *, service: str) -> None:
         self.settings = settings
@@ -159,6 +164,11 @@ class Bus(ABC, Generic[BrokerT]):
         self._publish_counts: dict[str, PublishCounts] = {}
         self.subscribed: list[Channel] = []
         """The channels this service consumes (their lag is in /metrics)."""
+        self.tracer: Tracer = trace.NoOpTracer()
+        """The service's tracer (msarch.tracing), set when its runtime is built."""
+        self.traced_in_groups: set[str] = set()
+        """Namespaced channels whose messages get no span each: their handler traces them
+        in groups (the store stages batch items together)."""
 
     def _broker_options(self) -> dict[str, Any]:
         """What every backend's FastStream broker is built with, besides its own."""
@@ -183,12 +193,18 @@ class Bus(ABC, Generic[BrokerT]):
         message: StreamMessage[Any] = self.broker.context.get_local("message")
         return message
 
-    def subscriber(self, channel: Channel) -> Callable[[Handler], Handler]:
+    def subscriber(
+        self, channel: Channel, *, span_each: bool = True
+    ) -> Callable[[Handler], Handler]:
         """Register a handler for a channel; the message is acked only after it returns.
 
         A handler that raises nacks its message (redelivered, then dead-lettered by
-        the consume middleware); what a handler returns is sent nowhere.
+        the consume middleware); what a handler returns is sent nowhere. Each message is
+        handled in a span of the trace it came with, unless `span_each` is False (the
+        handler traces what it does with many messages at once).
         """
+        if not span_each:
+            self.traced_in_groups.add(self.name(channel))
         subscribe = self.broker.subscriber(
             **self._subscription(channel),
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -250,12 +266,13 @@ class Bus(ABC, Generic[BrokerT]):
         counts = self._counts(channel)
         counts.published.inc()
         try:
-            await publisher.publish(
-                message,
-                correlation_id=correlation_id,
-                timeout=timeout_s or self.settings.upstream_timeout_s,
-                **self._publication(channel, message_id, headers),
-            )
+            with self._publish_span(channel, message_id):
+                await publisher.publish(
+                    message,
+                    correlation_id=correlation_id,
+                    timeout=timeout_s or self.settings.upstream_timeout_s,
+                    **self._publication(channel, message_id, tracing.with_current_trace(headers)),
+                )
         except Exception as exc:
             counts.failed.inc()
             raise PublishError(f"{self.name(channel)}: {exc!r}") from exc
@@ -267,6 +284,26 @@ class Bus(ABC, Generic[BrokerT]):
                 f"{self.name(channel)}: the connection closed before the confirm"
             ) from exc
         counts.confirmed.inc()
+
+    @contextlib.contextmanager
+    def _publish_span(self, channel: Channel, message_id: str | None) -> Iterator[Span]:
+        """A producer span around a publish, current while it lasts: the traceparent the
+        message carries names it."""
+        destination = self.name(channel)
+        with self.tracer.start_as_current_span(
+            f"{destination} publish", kind=SpanKind.PRODUCER
+        ) as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "messaging.system": self.system,
+                        "messaging.destination.name": destination,
+                        "messaging.operation.type": "send",
+                        "msarch.instance": self.instance,
+                        **({"messaging.message.id": message_id} if message_id else {}),
+                    }
+                )
+            yield span
 
     def _counts(self, channel: Channel) -> PublishCounts:
         """The publish counters of a channel, made on first use."""
@@ -301,21 +338,29 @@ class Bus(ABC, Generic[BrokerT]):
         """
         if channel.delivery is not Delivery.WORK:
             raise ValueError("publish_stream is for work channels")
-        send = self._counts(channel).counting(await self._confirmed_sender(channel, correlation_id))
-        encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
-        try:
-            return await pipelined(
-                encoded, send, self.settings.publish_window, self.settings.publish_retry_s
+        with self._publish_span(channel, None) as span:
+            # One span for the stream: every message carries its traceparent (the same one).
+            sender = await self._confirmed_sender(
+                channel, correlation_id, tracing.current_headers()
             )
-        except PublishError as exc:
-            raise PublishError(f"{self.name(channel)}: {exc}") from exc
+            send = self._counts(channel).counting(sender)
+            encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
+            try:
+                confirmed = await pipelined(
+                    encoded, send, self.settings.publish_window, self.settings.publish_retry_s
+                )
+            except PublishError as exc:
+                raise PublishError(f"{self.name(channel)}: {exc}") from exc
+            span.set_attribute("messaging.batch.message_count", confirmed)
+            return confirmed
 
     @abstractmethod
     async def _confirmed_sender(
-        self, channel: Channel, correlation_id: str | None
+        self, channel: Channel, correlation_id: str | None, headers: dict[str, str]
     ) -> Callable[[str, bytes], Awaitable[None]]:
-        """A function that publishes (message id, JSON body) on a work channel and
-        returns once the broker confirmed it: the unit publish_stream pipelines."""
+        """A function that publishes (message id, JSON body) on a work channel, with
+        `headers` (the trace's), and returns once the broker confirmed it: the unit
+        publish_stream pipelines."""
 
     @abstractmethod
     async def publish_raw(
@@ -326,7 +371,9 @@ class Bus(ABC, Generic[BrokerT]):
         message_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Publish bytes as they are, confirmed (requeued dead letters; poison tests)."""
+        """Publish bytes as they are, confirmed (requeued dead letters; poison tests); a
+        backend adds the current traceparent to `headers` unless they hold one
+        (tracing.with_current_trace)."""
 
     @abstractmethod
     async def dead_letter(

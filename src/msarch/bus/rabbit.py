@@ -38,7 +38,7 @@ from faststream.rabbit import (
 from faststream.rabbit.schemas.queue import ClassicQueueArgs, QuorumQueueArgs
 from yarl import URL
 
-from msarch import channels
+from msarch import channels, tracing
 from msarch.bus.base import (
     DEAD_SUFFIX,
     REASON_HEADER,
@@ -66,6 +66,8 @@ def with_heartbeat(url: str, seconds: float) -> str:
 
 
 class RabbitBus(Bus[RabbitBroker]):
+    system = "rabbitmq"
+
     def __init__(self, settings: Settings, *, service: str) -> None:
         super().__init__(settings, service=service)
         nodes = [with_heartbeat(url, settings.broker_heartbeat_s) for url in settings.broker_urls]
@@ -200,10 +202,11 @@ class RabbitBus(Bus[RabbitBroker]):
         return {"exchange": self._broadcast_exchange(channel), "mandatory": False}
 
     async def _confirmed_sender(
-        self, channel: Channel, correlation_id: str | None
+        self, channel: Channel, correlation_id: str | None, headers: dict[str, str]
     ) -> Callable[[str, bytes], Awaitable[None]]:
         exchange = await self._default_exchange()
         routing_key = self.name(channel)
+        amqp_headers: dict[str, Any] | None = dict(headers) or None  # one table for every item
 
         async def send(message_id: str, body: bytes) -> None:
             await exchange.publish(
@@ -214,6 +217,7 @@ class RabbitBus(Bus[RabbitBroker]):
                     message_id=message_id,
                     correlation_id=correlation_id,
                     app_id=self.service,
+                    headers=amqp_headers,
                 ),
                 routing_key=routing_key,
                 mandatory=True,
@@ -230,7 +234,7 @@ class RabbitBus(Bus[RabbitBroker]):
         message_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        amqp_headers: dict[str, Any] | None = dict(headers) if headers else None
+        amqp_headers: dict[str, Any] = tracing.with_current_trace(headers)
         await self.broker.publish(
             body,
             persist=True,

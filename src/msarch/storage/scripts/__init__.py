@@ -16,8 +16,11 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import SpanKind, Tracer
 from prometheus_client import Histogram
 from redis.commands.core import AsyncScript
+
+from msarch import tracing
 
 T = TypeVar("T")
 
@@ -55,7 +58,7 @@ _SOURCES = {
 @dataclass(frozen=True)
 class Script:
     """A script registered on a client; calling it times the call in
-    msarch_redis_script_seconds{service,script}."""
+    msarch_redis_script_seconds{service,script} and, inside a sampled trace, is a span of it."""
 
     name: str
     service: str
@@ -66,11 +69,29 @@ class Script:
         """This script's series, made on its first call: a service shows the scripts it runs."""
         return SCRIPT_SECONDS.labels(self.service, self.name)
 
+    @functools.cached_property
+    def tracer(self) -> Tracer:
+        """The service's tracer, looked up on the first call (after the service started it)."""
+        return tracing.tracer_of(self.service)
+
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self.timed(self.registered(keys=keys, args=args))
 
     async def timed(self, call: Awaitable[T]) -> T:
         """What `call` (this script's, however sent) answers, its time observed."""
+        if not tracing.recording():  # no trace of its own: a sweep's call is not one
+            return await self._observed(call)
+        with self.tracer.start_as_current_span(f"redis {self.name}", kind=SpanKind.CLIENT) as span:
+            span.set_attributes(
+                {
+                    "db.system.name": "redis",
+                    "db.operation.name": "EVALSHA",
+                    "msarch.script": self.name,
+                }
+            )
+            return await self._observed(call)
+
+    async def _observed(self, call: Awaitable[T]) -> T:
         started = time.perf_counter()  # a third of what Histogram.time() costs
         try:
             return await call
