@@ -11,7 +11,7 @@ from apps.store.stage_buffer import StageBuffer
 from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
 from msarch.messages import BatchItem, KeyValue
-from msarch.resilience import until_redis_answers
+from msarch.resilience import until_broker_confirms, until_redis_answers
 from msarch.service import Messaging, Runtime
 from msarch.storage import MessageState
 from msarch.tracing import TRACEPARENT
@@ -33,12 +33,15 @@ def subscribe(runtime: Runtime) -> None:
             log.debug("duplicate, already forwarded", extra={"message_id": str(kv.id)})
             return
         # A crash between the write and this publish re-forwards on redelivery, same event id.
-        await bus.publish(
-            channels.FORWARD_ROUNDTRIP,
-            kv,
-            message_id=str(kv.id),
-            correlation_id=correlation_id,
-            headers={EVENT_ID_HEADER: event_id},
+        await until_broker_confirms(
+            lambda: bus.publish(
+                channels.FORWARD_ROUNDTRIP,
+                kv,
+                message_id=str(kv.id),
+                correlation_id=correlation_id,
+                headers={EVENT_ID_HEADER: event_id},
+            ),
+            runtime.settings.publish_retry_s,
         )
         await until_redis_answers(lambda: store.mark_forwarded(kv), runtime)
         first_time = state is MessageState.NEW

@@ -22,7 +22,7 @@ from opentelemetry.trace import Span
 from msarch import channels, tracing
 from msarch.messages import BatchItem, BatchReply
 from msarch.observability import request_id
-from msarch.resilience import until_redis_answers
+from msarch.resilience import until_broker_confirms, until_redis_answers
 from msarch.service import Runtime
 from msarch.storage import StageResult
 
@@ -128,9 +128,13 @@ class StageBuffer:
                 result.status.value,
                 extra={"batch_id": str(batch_id), "stored": result.stored},
             )
-        await self.runtime.bus.publish(
-            channels.BATCH_REPLY,
-            BatchReply(batch_id=batch_id, status=result.status, detail=result.detail),
-            message_id=f"{batch_id}:{result.status.value}",
-            correlation_id=correlation_id,
+        reply = BatchReply(batch_id=batch_id, status=result.status, detail=result.detail)
+        await until_broker_confirms(
+            lambda: self.runtime.bus.publish(
+                channels.BATCH_REPLY,
+                reply,
+                message_id=f"{batch_id}:{result.status.value}",
+                correlation_id=correlation_id,
+            ),
+            self.runtime.settings.publish_retry_s,
         )

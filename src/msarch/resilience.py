@@ -1,7 +1,8 @@
-"""Riding out a Redis outage: hold the message and retry, never drop it, never spin.
+"""Riding out an outage: hold the message and retry, never drop it, never spin.
 
-An outage includes replicas not confirming a write in time (NotReplicatedError, a
-ConnectionError): the write is not acknowledged until they do."""
+A Redis outage includes replicas not confirming a write in time (NotReplicatedError, a
+ConnectionError): the write is not acknowledged until they do. A broker that does not confirm
+a handler's own publish (a stream or queue without a leader) is waited for too, for a while."""
 
 import asyncio
 import logging
@@ -13,6 +14,8 @@ from prometheus_client import Counter
 from redis.exceptions import BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from msarch.bus import PublishError
 
 T = TypeVar("T")
 log = logging.getLogger("msarch.resilience")
@@ -92,3 +95,33 @@ async def until_redis_answers(
         if retried:
             _outage_ended(service)
         return answer
+
+
+async def until_broker_confirms(
+    publish: Callable[[], Awaitable[None]],
+    retry_for_s: float,
+    *,
+    first_delay_s: float = 0.2,
+    max_delay_s: float = 2.0,
+) -> None:
+    """`publish` again, with capped backoff, while the broker does not confirm it, for up to
+    `retry_for_s` (MSARCH_PUBLISH_RETRY_S) after the first failure; then its PublishError goes
+    up, and the message being handled is nacked, one delivery spent.
+
+    A handler's publish fails at once when its stream or queue has no leader (a NATS stream
+    answers "no responders" in milliseconds): nacked straight away, a message would spend every
+    delivery within one leader election and be dead-lettered, stored but never forwarded (seen
+    in the NATS partition test: roundtrips in the log, never on a websocket)."""
+    delay = first_delay_s
+    deadline: float | None = None
+    while True:
+        try:
+            return await publish()
+        except PublishError as exc:
+            now = time.monotonic()
+            deadline = deadline or now + retry_for_s
+            if now + delay > deadline:
+                raise
+            log.debug("publish not confirmed, again in %.2fs: %s", delay, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, max_delay_s)

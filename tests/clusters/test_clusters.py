@@ -305,8 +305,8 @@ async def test_a_partitioned_broker_node_confirms_nothing_and_the_heal_loses_and
     cluster: Cluster, figures: Figures
 ) -> None:
     """Cut the leading node off for 20 s under load, then heal: nothing answered 202 is lost,
-    each is once in the log, never twice on a websocket client, live on every client
-    (RabbitMQ) and on every client that resumes from the log, and the cut-off node, asked
+    each is once in the log, never twice on a websocket client, live on every client and on
+    every client that resumes from the log, and the cut-off node, asked
     alone at the end of the partition, confirms no publish. What the majority confirmed
     meanwhile is reported, not asserted: it depends on how soon the services notice their
     node went silent (MSARCH_BROKER_HEARTBEAT_S) and the cluster elects new leaders, which in
@@ -344,6 +344,17 @@ async def test_a_partitioned_broker_node_confirms_nothing_and_the_heal_loses_and
             counts = frames.counts(ids)
             live_missing = [len(ids - set(c)) for c in counts]
             resumed_missing = await frames.caught_up(start, ids)
+            missed = set().union(*(ids - set(c) for c in counts))
+            if cluster.backend == "nats" and missed:
+                # Where live frames went missing: never forwarded (until 2026-12-02 the store
+                # spent a message's every delivery on a leaderless stream), or not delivered.
+                forwarded = await cluster.forwarded_ids(survivor)
+                diagnosis = {
+                    "missed_never_in_broadcast_stream": len(missed - forwarded),
+                    "broadcast_consumers": await cluster.broadcast_consumers(survivor),
+                }
+            else:
+                diagnosis = {}
     finally:
         await store.close()
     await cluster.drop_probe(survivor)  # the project's own; it goes with the project anyway
@@ -364,6 +375,7 @@ async def test_a_partitioned_broker_node_confirms_nothing_and_the_heal_loses_and
         repeated_frames=[sum(n - 1 for n in c.values()) for c in counts],
         live_frames_missing=live_missing,
         missing_after_resume=resumed_missing,
+        **diagnosis,
     )
     assert minority != "confirmed", "the cut-off node takes no write"
     assert resumed_missing == [0, 0], "a client that resumes from the log gets every roundtrip"
@@ -371,10 +383,7 @@ async def test_a_partitioned_broker_node_confirms_nothing_and_the_heal_loses_and
     assert set(mine) == ids, "every request answered 202 is stored"
     assert set(mine.values()) == {1}, "each once in the event log"
     assert all(set(c.values()) <= {1} for c in counts), "never a frame twice on a client"
-    if cluster.backend == "rabbit":
-        assert live_missing == [0, 0], "every frame live on every client"
-    # NATS: not yet. In some runs a websocket instance gets no live frame after the heal (open
-    # in docs/reliability.md); the clients' resume from the log (asserted above) covers it.
+    assert live_missing == [0, 0], f"every frame live on every client: {diagnosis}"
 
 
 @pytest.mark.timeout(600)

@@ -11,7 +11,8 @@ from redis.exceptions import BusyLoadingError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from msarch.resilience import until_redis_answers
+from msarch.bus import PublishError
+from msarch.resilience import until_broker_confirms, until_redis_answers
 
 
 @dataclass
@@ -119,3 +120,47 @@ async def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
         caplog.records[1].getMessage(),
     ]
     assert re.fullmatch(r"Redis answers again after \d+\.\d s", caplog.records[1].getMessage())
+
+
+class Refusals:
+    """A publish the broker refuses `times` times (PublishError, as a leaderless stream does),
+    then confirms; when each attempt was made."""
+
+    def __init__(self, times: int) -> None:
+        self.left = times
+        self.attempts: list[float] = []
+
+    async def __call__(self) -> None:
+        self.attempts.append(asyncio.get_running_loop().time())
+        if self.left:
+            self.left -= 1
+            raise PublishError("no responders")
+
+
+async def test_a_publish_the_broker_refuses_is_sent_again_until_it_is_confirmed() -> None:
+    publish = Refusals(times=3)
+    await until_broker_confirms(publish, retry_for_s=5, first_delay_s=0.01)
+    assert len(publish.attempts) == 4
+    pauses = [b - a for a, b in zip(publish.attempts, publish.attempts[1:], strict=False)]
+    assert pauses == sorted(pauses), "with a growing pause, not spinning"
+
+
+async def test_a_publish_still_refused_after_the_retry_time_fails() -> None:
+    publish = Refusals(times=1_000)
+    with pytest.raises(PublishError):
+        await until_broker_confirms(publish, retry_for_s=0.3, first_delay_s=0.05)
+    assert 2 <= len(publish.attempts) <= 6
+    assert publish.attempts[-1] - publish.attempts[0] <= 0.3
+
+
+async def test_other_publish_errors_are_not_retried() -> None:
+    attempts = 0
+
+    async def broken() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ValueError("a bug, not the broker")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await until_broker_confirms(broken, retry_for_s=5)
+    assert attempts == 1

@@ -176,11 +176,31 @@ async def test_a_repeated_event_is_neither_stored_nor_forwarded_again(
     assert await _logged(harness.store) == [EventType.KeyValueStored]
 
 
+def _no_publish_retry(harness: StoreHarness) -> None:
+    """A refused forward fails the handler at once (MSARCH_PUBLISH_RETRY_S=0)."""
+    runtime = harness.runtime
+    runtime.settings = runtime.settings.model_copy(update={"publish_retry_s": 0.0})
+
+
+async def test_a_forward_refused_for_a_while_is_sent_again_by_the_same_delivery(
+    harness: StoreHarness,
+) -> None:
+    """A stream or queue without a leader refuses a publish at once: the store sends it again
+    within MSARCH_PUBLISH_RETRY_S rather than spend a delivery on each refusal."""
+    kv = KeyValue(key="k", value="v")
+    harness.fail_forwards = 3
+    await harness.send(channels.EVENT, kv, message_id=str(kv.id))  # one delivery, no raise
+    assert [KeyValue.model_validate(c.body) for c in harness.forwarded] == [kv]
+    assert await _marker(harness.store, kv) == MessageState.FORWARDED
+    assert harness.dead["event"] == []
+
+
 async def test_a_failed_forward_fails_the_handler_and_the_redelivery_forwards(
     harness: StoreHarness,
 ) -> None:
     kv = KeyValue(key="k", value="v")
     harness.fail_forwards = 1
+    _no_publish_retry(harness)
     # The handler fails, so the message is not acked: the broker would redeliver it.
     with pytest.raises(PublishError, match="forward_roundtrip"):
         await harness.send(channels.EVENT, kv, message_id=str(kv.id))
@@ -204,6 +224,7 @@ async def test_a_handler_failing_at_the_delivery_limit_is_dead_lettered(
     kv = KeyValue(key="k", value="v")
     limit = harness.runtime.settings.delivery_limit
     harness.fail_forwards = 1
+    _no_publish_retry(harness)
     await harness.send(channels.EVENT, kv, message_id=str(kv.id), delivery=limit)
     (dead,) = harness.dead["event"]
     assert KeyValue.model_validate(dead.body) == kv

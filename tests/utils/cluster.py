@@ -7,6 +7,7 @@ majority side for a while, the API answers.
 """
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import nats
 from aiormq.exceptions import AMQPError
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from tests.utils.compose import (
     NATS_SERVERS,
@@ -33,6 +34,8 @@ WORK_QUEUES = ("event", "batch")
 """RabbitMQ's work queues in the stack (its namespace is empty)."""
 WORK_STREAM = "msarch-work"
 """The NATS stream of the `event` and `batch` subjects."""
+BROADCAST_STREAM = "msarch-broadcast"
+"""The NATS stream of `forward_roundtrip` and `batch_reply`."""
 ASK_TIMEOUT_S = 5.0
 PROBE = "msarch-test-probe"
 """A quorum queue / a 3-replica stream of the test's own, for publishing to one node alone."""
@@ -193,3 +196,43 @@ class Cluster:
             return f"no confirm within {ASK_TIMEOUT_S:g} s"
         except (OSError, AMQPError, NatsError) as exc:
             return f"refused: {type(exc).__name__}"
+
+    # -- what NATS holds -------------------------------------------------------------
+
+    async def forwarded_ids(self, node: str) -> set[str]:
+        """The ids of every key/value the store forwarded that the broadcast stream holds, read
+        through `node` with a consumer of the test's own (gone with the connection)."""
+        found: set[str] = set()
+        async with self._jetstream(node) as js:
+            reader = await js.pull_subscribe(
+                "forward_roundtrip",
+                stream=BROADCAST_STREAM,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.NONE,
+                    deliver_policy=DeliverPolicy.ALL,
+                    inactive_threshold=10.0,
+                ),
+            )
+            while True:
+                try:
+                    batch = await reader.fetch(1000, timeout=2)
+                except TimeoutError:
+                    return found
+                found.update(json.loads(m.data)["id"] for m in batch)
+
+    async def broadcast_consumers(self, node: str) -> dict[str, dict[str, int]]:
+        """Each websocket instance's broadcast consumer, as `node` sees it: how far it has
+        delivered and been acked, and what is still pending."""
+        async with self._jetstream(node) as js:
+            consumers = await js.consumers_info(BROADCAST_STREAM)
+        return {
+            str(c.name): {
+                "delivered": int(c.delivered.stream_seq or 0) if c.delivered else 0,
+                "ack_floor": int(c.ack_floor.stream_seq or 0) if c.ack_floor else 0,
+                "pending": int(c.num_pending or 0),
+                "ack_pending": int(c.num_ack_pending or 0),
+                "redelivered": int(c.num_redelivered or 0),
+            }
+            for c in consumers
+            if str(c.name).startswith("forward_roundtrip-")
+        }
