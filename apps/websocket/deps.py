@@ -13,8 +13,8 @@ from apps.websocket.hub import Hub
 from msarch.service import runtime_of
 
 
-def hub_of(connection: HTTPConnection) -> Hub:
-    return runtime_of(connection).dependency(Hub)
+async def hub_of(connection: HTTPConnection) -> Hub:
+    return (await runtime_of(connection)).dependency(Hub)
 
 
 HubDep = Annotated[Hub, Depends(hub_of)]

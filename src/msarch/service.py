@@ -101,7 +101,7 @@ def build_runtime(messaging: Messaging, settings: Settings, store: Store) -> Run
     return runtime
 
 
-def runtime_of(connection: HTTPConnection) -> Runtime:
+async def runtime_of(connection: HTTPConnection) -> Runtime:
     """The service's Runtime, for HTTP routes and websocket routes alike."""
     runtime: Runtime = connection.app.state.runtime
     return runtime
