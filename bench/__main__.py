@@ -7,6 +7,8 @@
     python -m bench log-ceiling             how fast one Redis primary appends events (no broker)
     python -m bench log-upkeep              snapshot, trim and replay from the snapshot (no broker)
     python -m bench rate-limit              the gateway's CPU per request, rate limit on vs off
+    python -m bench tracing                 CPU per roundtrip and per batch item, tracing off,
+                                            at the default sampling and on every request
     python -m bench logs                    lines, bytes and CPU of the services' logs in a soak
     flock /tmp/msarch-docker.lock python -m bench cluster
                                             single node vs three-node cluster in containers
@@ -57,16 +59,17 @@ BENCHMARKS = (
     "batch",
     "replay",
     "rate-limit",
+    "tracing",
     "logs",
     "wait",
     "log-ceiling",
     "log-upkeep",
     "cluster",
 )
-"""In the order they run; roundtrip, batch and replay share one stack per backend; wait,
-log-ceiling and log-upkeep need no broker and run once, on Redis servers of their own (saved
-as "redis"); cluster brings up the compose stacks, single then cluster, on RabbitMQ (saved
-as "cluster")."""
+"""In the order they run; roundtrip, batch and replay share one stack per backend (tracing
+brings up its own, one per sampling ratio); wait, log-ceiling and log-upkeep need no broker
+and run once, on Redis servers of their own (saved as "redis"); cluster brings up the compose
+stacks, single then cluster, on RabbitMQ (saved as "cluster")."""
 DEFAULT = tuple(name for name in BENCHMARKS if name != "cluster")
 """What runs when none is named: cluster needs Docker and takes the machine ~15 minutes."""
 
@@ -91,7 +94,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, default=5_000, help="messages per publish mode")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per roundtrip load")
     parser.add_argument(
-        "--concurrency", type=int, help="roundtrip connections (default 32; cluster: 16)"
+        "--concurrency", type=int, help="roundtrip connections (default 32; cluster, tracing: 16)"
     )
     parser.add_argument(
         "--samples", type=int, help="POST->websocket samples (default 200; cluster: 150)"
@@ -108,7 +111,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--confirms", type=int, default=3000, help="cluster: msgs per confirm mode")
     parser.add_argument(
-        "--roundtrips", type=int, default=2000, help="cluster: roundtrips CPU is measured over"
+        "--roundtrips",
+        type=int,
+        default=2000,
+        help="cluster, tracing: roundtrips CPU is measured over",
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each compared figure; medians (default 3)"
@@ -198,6 +204,13 @@ async def run_backend(
                 from bench.rate_limit import bench_rate_limit
 
                 measured("rate_limit", await bench_rate_limit(stack, backend))
+    if "tracing" in chosen:
+        from bench.tracing import bench_tracing
+
+        tracing = await bench_tracing(
+            backend, args.roundtrips, args.concurrency or 16, args.items, args.repeat
+        )
+        measured("tracing", tracing)
     if "logs" in chosen:
         from bench.logs import bench_logs
 

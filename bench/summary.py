@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.targets import Comparison, all_met
+from bench.tracing import comparison_line, verdict_line
 
 
 def _lines(figures: dict[str, Any]) -> list[str]:
@@ -24,6 +25,8 @@ def _lines(figures: dict[str, Any]) -> list[str]:
             f"with it vs {limit['off']['gateway_cpu_ms_per_request']} ms without "
             f"({limit['cpu_ratio_on_off']}x)"
         )
+    if tracing := figures.get("tracing"):
+        lines += _tracing_lines(tracing)
     if wait := figures.get("wait"):
         base, waited = wait["wait_0"], wait["wait_1"]
         lines.append(
@@ -91,6 +94,18 @@ def _batch_lines(batch: dict[str, Any]) -> list[str]:
         rates = ", ".join(f"{r['size']:,}: {r['items_per_s']:,.0f}" for r in raw["runs"])
         lines.append(f"batch {raw['name']} items/s: {rates}")
     return lines
+
+
+def _tracing_lines(tracing: dict[str, Any]) -> list[str]:
+    modes: dict[str, Any] = tracing["modes"]
+    roundtrip = {m: f["roundtrip"]["cpu_us_per_roundtrip"]["total"] for m, f in modes.items()}
+    batch = {m: f["batch"]["cpu_us_per_item"]["total"] for m, f in modes.items()}
+    default = tracing["default_sample"]
+    return [
+        comparison_line("tracing: roundtrip CPU/req total", roundtrip),
+        comparison_line("tracing: batch CPU/item total", batch),
+        verdict_line(default, tracing["default_overhead_pct"], tracing["limit_pct"]),
+    ]
 
 
 def print_summary(
