@@ -3,6 +3,8 @@ the one its websocket frame carries, and GET /api/traces/{id} puts together the 
 service, each linked to its parent."""
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -66,69 +68,82 @@ def named(spans: list[Span], name: str) -> Span:
     return matches[0]
 
 
+@asynccontextmanager
+async def live_frames(stack: Stack) -> AsyncIterator[list[dict[str, Any]]]:
+    """The frames a websocket client of the stack gets while the block runs."""
+    frames: list[dict[str, Any]] = []
+    ready = asyncio.Event()
+    reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield frames
+    finally:
+        reader.cancel()
+
+
+async def roundtrip_and_frame(
+    client: httpx.AsyncClient, stack: Stack, frames: list[dict[str, Any]], key: str
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """POST a roundtrip (answered 202), and its frame once the client has it."""
+    posted = await client.post(
+        f"{stack.gateway_url}/api/roundtrip", json={"key": key, "value": "v"}
+    )
+    assert posted.status_code == 202, posted.text
+    kv_id = posted.json()["id"]
+    await wait_for(lambda: any(f["id"] == kv_id for f in frames), 10)
+    return posted, next(f for f in frames if f["id"] == kv_id)
+
+
 async def test_a_roundtrip_and_a_batch_are_each_one_trace(stack_with: StackFactory) -> None:
-    async with stack_with(trace_sample=1.0) as stack:
+    async with stack_with(trace_sample=1.0) as stack, live_frames(stack) as frames:
         ns = stack.settings.namespace
-        frames: list[dict[str, Any]] = []
-        ready = asyncio.Event()
-        reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
-        try:
-            await asyncio.wait_for(ready.wait(), 10)
-            async with httpx.AsyncClient(timeout=30) as client:
-                posted = await client.post(
-                    f"{stack.gateway_url}/api/roundtrip", json={"key": "traced", "value": "v"}
-                )
-                assert posted.status_code == 202
-                trace_id, sampled = trace_of(posted)
-                assert sampled
-                kv_id = posted.json()["id"]
-                await wait_for(lambda: any(f["id"] == kv_id for f in frames), 10)
-                frame = next(f for f in frames if f["id"] == kv_id)
-                assert frame["trace_id"] == trace_id, "the frame names the POST's trace"
+        async with httpx.AsyncClient(timeout=30) as client:
+            posted, frame = await roundtrip_and_frame(client, stack, frames, "traced")
+            trace_id, sampled = trace_of(posted)
+            assert sampled
+            assert frame["trace_id"] == trace_id, "the frame names the POST's trace"
 
-                push = "websocket push"
-                spans = await spans_when(
-                    client, stack, trace_id, {push, f"{ns}forward_roundtrip process"}
-                )
-                by_id = linked(spans)
-                assert {s["service"] for s in spans} >= {
-                    "gateway",
-                    "roundtrip",
-                    "store",
-                    "websocket",
-                }
-                assert ancestry(by_id, named(spans, push)) == [
-                    "websocket: websocket push",
-                    f"websocket: {ns}forward_roundtrip process",
-                    f"store: {ns}forward_roundtrip publish",
-                    f"store: {ns}event process",
-                    f"roundtrip: {ns}event publish",
-                    "roundtrip: POST /api/roundtrip",
-                    "gateway: POST roundtrip",
-                    "gateway: POST /api/{path:path}",
-                ]
-                script = named(spans, "redis store_key_value")
-                assert ancestry(by_id, script)[1] == f"store: {ns}event process"
+            push = "websocket push"
+            spans = await spans_when(
+                client, stack, trace_id, {push, f"{ns}forward_roundtrip process"}
+            )
+            by_id = linked(spans)
+            assert {s["service"] for s in spans} >= {
+                "gateway",
+                "roundtrip",
+                "store",
+                "websocket",
+            }
+            assert ancestry(by_id, named(spans, push)) == [
+                "websocket: websocket push",
+                f"websocket: {ns}forward_roundtrip process",
+                f"store: {ns}forward_roundtrip publish",
+                f"store: {ns}event process",
+                f"roundtrip: {ns}event publish",
+                "roundtrip: POST /api/roundtrip",
+                "gateway: POST roundtrip",
+                "gateway: POST /api/{path:path}",
+            ]
+            script = named(spans, "redis store_key_value")
+            assert ancestry(by_id, script)[1] == f"store: {ns}event process"
 
-                batch = await client.post(f"{stack.gateway_url}/api/batch", json={"size": 5})
-                assert batch.status_code == 200, batch.text
-                batch_trace, _ = trace_of(batch)
-                spans = await spans_when(
-                    client, stack, batch_trace, {"batch stage", f"{ns}batch_reply process"}
-                )
-                by_id = linked(spans)
-                assert {s["service"] for s in spans} >= {"gateway", "batch", "store"}
-                stage = named(spans, "batch stage")
-                assert ancestry(by_id, stage)[1:3] == [
-                    f"batch: {ns}batch publish",
-                    "batch: POST /api/batch",
-                ]
-                staged = [s for s in spans if s["name"] == "batch stage"]
-                assert sum(s["attributes"]["msarch.items"] for s in staged) == 5, "each item once"
-                assert ancestry(by_id, named(spans, "redis stage_items"))[1] == "store: batch stage"
-                assert not [s for s in spans if s["name"] == f"{ns}batch process"], "no item spans"
-        finally:
-            reader.cancel()
+            batch = await client.post(f"{stack.gateway_url}/api/batch", json={"size": 5})
+            assert batch.status_code == 200, batch.text
+            batch_trace, _ = trace_of(batch)
+            spans = await spans_when(
+                client, stack, batch_trace, {"batch stage", f"{ns}batch_reply process"}
+            )
+            by_id = linked(spans)
+            assert {s["service"] for s in spans} >= {"gateway", "batch", "store"}
+            stage = named(spans, "batch stage")
+            assert ancestry(by_id, stage)[1:3] == [
+                f"batch: {ns}batch publish",
+                "batch: POST /api/batch",
+            ]
+            staged = [s for s in spans if s["name"] == "batch stage"]
+            assert sum(s["attributes"]["msarch.items"] for s in staged) == 5, "each item once"
+            assert ancestry(by_id, named(spans, "redis stage_items"))[1] == "store: batch stage"
+            assert not [s for s in spans if s["name"] == f"{ns}batch process"], "no item spans"
 
 
 async def test_errors_answer_a_traceparent_too(stack: Stack) -> None:
@@ -147,28 +162,19 @@ async def test_errors_answer_a_traceparent_too(stack: Stack) -> None:
 async def test_with_sampling_off_a_roundtrip_names_its_trace_and_records_none(
     stack_with: StackFactory,
 ) -> None:
-    async with stack_with(trace_sample=0.0) as stack:
-        frames: list[dict[str, Any]] = []
-        ready = asyncio.Event()
-        reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
-        try:
-            await asyncio.wait_for(ready.wait(), 10)
-            async with httpx.AsyncClient(timeout=30) as client:
-                posted = await client.post(
-                    f"{stack.gateway_url}/api/roundtrip", json={"key": "dark", "value": "v"}
-                )
-                assert posted.status_code == 202
-                trace_id, sampled = trace_of(posted)
-                assert not sampled
-                kv_id = posted.json()["id"]
-                await wait_for(lambda: any(f["id"] == kv_id for f in frames), 10)
-                assert next(f for f in frames if f["id"] == kv_id)["trace_id"] == trace_id
-                batch = await client.post(f"{stack.gateway_url}/api/batch", json={"size": 3})
-                assert batch.status_code == 200
-                gathered = await client.get(f"{stack.gateway_url}/api/traces/{trace_id}")
-                assert gathered.status_code == 404
-                for service in SERVICES:
-                    recent = await client.get(f"{stack.settings.url_of(service)}/traces")
-                    assert recent.json()["traces"] == [], f"{service} recorded spans"
-        finally:
-            reader.cancel()
+    async with (
+        stack_with(trace_sample=0.0) as stack,
+        live_frames(stack) as frames,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        posted, frame = await roundtrip_and_frame(client, stack, frames, "dark")
+        trace_id, sampled = trace_of(posted)
+        assert not sampled
+        assert frame["trace_id"] == trace_id
+        batch = await client.post(f"{stack.gateway_url}/api/batch", json={"size": 3})
+        assert batch.status_code == 200
+        gathered = await client.get(f"{stack.gateway_url}/api/traces/{trace_id}")
+        assert gathered.status_code == 404
+        for service in SERVICES:
+            recent = await client.get(f"{stack.settings.url_of(service)}/traces")
+            assert recent.json()["traces"] == [], f"{service} recorded spans"

@@ -20,6 +20,7 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from msarch.settings import SERVICES, Settings
+from tests.utils.compose_spec import errors_of
 from tests.utils.dashboard import SCHEMA_FILE, load_dashboard, panels, queries
 from tests.utils.prometheus import SCRAPE_CONFIG, for_stack, project_config
 from tests.utils.series import expected_series, metric_names
@@ -115,13 +116,6 @@ def validator() -> Draft202012Validator:
     schema = json.loads(SCHEMA_FILE.read_text())
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema)
-
-
-def errors_of(validator: Draft202012Validator, dashboard: Document) -> list[str]:
-    return [
-        f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
-        for error in validator.iter_errors(dashboard)
-    ]
 
 
 def test_dashboard_matches_the_schema(validator: Draft202012Validator) -> None:
