@@ -39,7 +39,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 HEALTHCHECK_SCRIPT = INFRA / "healthcheck.py"
 
 INFRA_SERVICES = ("rabbitmq", "redis", "consul", "nats")
-MONITORING = ("prometheus", "grafana")
+MONITORING = ("prometheus", "grafana", "jaeger")
 """The `monitoring` profile's services (tests/unit/test_monitoring.py checks them)."""
 UPSTREAMS = tuple(service for service in SERVICES if service != "gateway")
 REPLICA_VARIABLES = {service: f"{service.upper()}_REPLICAS" for service in UPSTREAMS}

@@ -42,7 +42,7 @@ ENGINES = (*RABBITMQ_NODES, *NATS_SERVERS, *REDIS_NODES, *SENTINELS, "consul")
 GATEWAYS = ("gateway", "gateway-2")
 UPSTREAMS = tuple(service for service in SERVICES if service != "gateway")
 APPS = (*GATEWAYS, *UPSTREAMS)
-MONITORING = ("prometheus", "grafana")
+MONITORING = ("prometheus", "grafana", "jaeger")
 """The `monitoring` profile: upstream images, which the local stack never builds or starts."""
 PORT_VARIABLES = {
     "MSARCH_COMPOSE_GATEWAY_PORT": "40101",
@@ -51,6 +51,7 @@ PORT_VARIABLES = {
     "MSARCH_COMPOSE_CONSUL_PORT": "40104",
     "MSARCH_COMPOSE_PROMETHEUS_PORT": "40105",
     "MSARCH_COMPOSE_GRAFANA_PORT": "40106",
+    "MSARCH_COMPOSE_JAEGER_PORT": "40107",
 }
 NATS_URL = "nats://nats1:4222,nats://nats2:4222,nats://nats3:4222"
 
@@ -192,6 +193,7 @@ def test_compose_publishes_only_the_ports_the_variables_name(composed: Document)
         "consul": [PORT_VARIABLES["MSARCH_COMPOSE_CONSUL_PORT"]],
         "prometheus": [PORT_VARIABLES["MSARCH_COMPOSE_PROMETHEUS_PORT"]],
         "grafana": [PORT_VARIABLES["MSARCH_COMPOSE_GRAFANA_PORT"]],
+        "jaeger": [PORT_VARIABLES["MSARCH_COMPOSE_JAEGER_PORT"]],
     }
 
 

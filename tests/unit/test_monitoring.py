@@ -30,7 +30,7 @@ INFRA = ROOT / "infra"
 GRAFANA = INFRA / "grafana"
 COMPOSE_FILES = (INFRA / "compose.yaml", INFRA / "compose.cluster.yaml")
 LOCAL_OVERRIDES = (INFRA / "compose.local.yaml", INFRA / "compose.cluster.local.yaml")
-MONITORING = ("prometheus", "grafana")
+MONITORING = ("prometheus", "grafana", "jaeger")
 METRIC_DEFINITION = re.compile(r"\b(?:Counter|Gauge|Histogram|Summary)\(\s*\"(msarch_\w+)\"")
 
 Document = dict[str, Any]
@@ -234,10 +234,19 @@ def test_monitoring_is_a_profile_of_pinned_upstream_images(monitoring: dict[str,
     for name, service in monitoring.items():
         assert service["profiles"] == ["monitoring"], name
         image, _, tag = service["image"].partition(":")
-        assert image in ("prom/prometheus", "grafana/grafana"), name
+        assert image in ("prom/prometheus", "grafana/grafana", "jaegertracing/all-in-one"), name
         assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: pin a version, not {tag!r}"
         assert service["restart"] == "always"
         assert service["healthcheck"]["test"], name
+
+
+def test_jaeger_takes_otlp_and_the_services_can_be_pointed_at_it(
+    monitoring: dict[str, Document],
+) -> None:
+    assert monitoring["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    for path in COMPOSE_FILES:
+        environment = load_yaml(path)["x-msarch-environment"]
+        assert environment["MSARCH_OTEL_ENDPOINT"] == "${MSARCH_COMPOSE_OTEL_ENDPOINT:-}", path
 
 
 def test_prometheus_reads_the_project_scrape_configuration(monitoring: dict[str, Document]) -> None:
