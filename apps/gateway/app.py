@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from apps.gateway.config import Cors, config_of
 from apps.gateway.deps import Gateway
 from apps.gateway.docs import mount_docs
+from apps.gateway.live import router as live_router
 from apps.gateway.public_api import PUBLIC_API, PUBLIC_MESSAGING
 from apps.gateway.rate_limit import RateLimiter
 from apps.gateway.routes import router
@@ -67,6 +68,7 @@ def create_gateway(settings: Settings | None = None) -> FastAPI:
     )
     app.state.gateway = gateway
     app.include_router(traces_router)  # before /api/{path}, which would proxy it
+    app.include_router(live_router)  # likewise
     app.include_router(router)
     mount_docs(app, PUBLIC_API, PUBLIC_MESSAGING)
     mount_web_client(app)

@@ -10,13 +10,14 @@ Every dependency is `async def`: FastAPI runs a plain `def` one in its thread po
 hop per dependency per request (py-spy: 17 % of the gateway's event-loop time under load).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import aiohttp
 from fastapi import Depends
 from starlette.requests import HTTPConnection
 
+from apps.gateway.architecture import LiveView
 from apps.gateway.config import GatewayConfig
 from apps.gateway.rate_limit import RateLimiter
 from apps.gateway.upstreams import Upstreams
@@ -36,6 +37,8 @@ class Gateway:
     """The pooled HTTP client to the services; open only while the lifespan runs."""
     limiter: RateLimiter | None = None
     """The rate limits' Redis, while the lifespan runs; None when no route has a limit."""
+    live: LiveView = field(default_factory=LiveView)
+    """The live view's last reading of every instance (GET /api/live)."""
 
 
 async def _gateway(connection: HTTPConnection) -> Gateway:
@@ -72,9 +75,14 @@ async def _tracing(gateway: GatewayDep) -> Tracing:
     return gateway.tracing
 
 
+async def _live(gateway: GatewayDep) -> LiveView:
+    return gateway.live
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 ClientDep = Annotated[aiohttp.ClientSession, Depends(_client)]
 UpstreamsDep = Annotated[Upstreams, Depends(_upstreams)]
 ConfigDep = Annotated[GatewayConfig, Depends(_config)]
 LimiterDep = Annotated[RateLimiter | None, Depends(_limiter)]
 TracingDep = Annotated[Tracing, Depends(_tracing)]
+LiveDep = Annotated[LiveView, Depends(_live)]

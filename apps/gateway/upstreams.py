@@ -42,6 +42,10 @@ class Upstreams:
         """The base URLs of the instances believed healthy."""
         raise NotImplementedError
 
+    def discovery_state(self) -> str:
+        """How the instances are found, for the live view: static, or Consul's state."""
+        return "static"
+
     def candidates(self, service: str, route: Route | None = None) -> list[str]:
         """The instances not marked down, in the order the route's balancing tries them."""
         urls = [
@@ -133,6 +137,9 @@ class ConsulUpstreams(Upstreams):
 
     def instances(self, service: str) -> list[str]:
         return self._known.get(service, [])
+
+    def discovery_state(self) -> str:
+        return "unreachable" if self._consul_down else "ok"
 
     def retry_after_s(self, service: str, route: Route | None = None) -> int:
         if not self.instances(service):
