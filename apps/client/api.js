@@ -65,6 +65,7 @@ export const api = {
   deadLetters: (limit = 100) => request("GET", `/api/dead?limit=${limit}`),
   requeueDead: (ids) => request("POST", "/api/dead/requeue", ids ? { ids } : { all: true }),
   dropDead: (ids) => request("POST", "/api/dead/drop", { ids }),
+  trace: (traceId) => request("GET", `/api/traces/${encodeURIComponent(traceId)}`),
   events: (after, limit) =>
     request(
       "GET",

@@ -1,10 +1,11 @@
 // The msarch web client: roundtrips with live echo and latency, batches, stored batches,
-// the event log.
+// the event log, the dead letters and the live architecture view.
 
 import { api, apiKey, setApiKey } from "./api.js";
 import { startDeadLetters } from "./dead-letters.js";
 import { startEventLog } from "./event-log.js";
 import { LiveSocket } from "./live-socket.js";
+import { noteTrace, startLiveView } from "./live-view.js";
 
 const BATCHES_PER_PAGE = 10;
 const VALUES_PER_PAGE = 50;
@@ -104,6 +105,7 @@ function onFrame(frame) {
     return;
   }
   if (!frame || typeof frame.id !== "string") return;
+  noteTrace(frame);
   const arrivedAt = performance.now();
   const mine = waiting.get(frame.id);
   if (mine) {
@@ -298,6 +300,7 @@ function start() {
   loadBatches();
   startEventLog();
   startDeadLetters();
+  startLiveView();
 }
 
 start();

@@ -3,7 +3,7 @@
 The gateway is not a create_service service (no bus, no store of its own):
 `Gateway` is its runtime, built once by create_gateway, its HTTP client opened
 by the lifespan. app.state holds only the Gateway; routes ask for the part
-they need (SettingsDep, ClientDep, UpstreamsDep, ConfigDep, LimiterDep), and a test
+they need (SettingsDep, ClientDep, UpstreamsDep, ConfigDep, LimiterDep, LiveDep), and a test
 can build a Gateway of its own.
 
 Every dependency is `async def`: FastAPI runs a plain `def` one in its thread pool, a thread

@@ -32,7 +32,7 @@ from playwright.async_api import (
 from msarch import channels
 from msarch.channels import ALL
 from msarch.messages import KeyValue
-from msarch.testing.stack import Stack, wait_for
+from msarch.testing.stack import Stack, StackFactory, wait_for
 from tests.utils.broker import connected_bus
 from tests.utils.browser import chromium
 
@@ -490,3 +490,55 @@ async def test_dead_letter_panel_lists_drops_and_requeues(
     finally:
         await context.close()
     assert offline.blocked == []
+
+
+LIVE_SERVICES = ("gateway", "roundtrip", "batch", "websocket", "store")
+
+
+async def test_live_view_shows_a_killed_service_go_red_and_back_and_a_trace_waterfall(
+    stack_with: StackFactory, browser: Browser
+) -> None:
+    """Every service green in the diagram; the roundtrip service killed turns red, restarted
+    turns green; a traced roundtrip's id, clicked, draws spans from every hop."""
+    async with stack_with(trace_sample=1.0) as stack:
+        offline = Offline()
+        context = await offline.open(browser)
+        try:
+            page, errors = await new_page(context)
+            await page.goto(stack.gateway_url + "/")
+            panel = page.get_by_test_id("live-panel")
+            await expect(panel).to_have_attribute("data-state", "open")
+
+            def box(service: str) -> Any:
+                return panel.locator(f'[data-testid="live-service"][data-service="{service}"]')
+
+            for service in LIVE_SERVICES:
+                await expect(box(service)).to_have_attribute("data-state", "up")
+            await expect(panel.locator('[data-infra="broker"]')).to_have_attribute(
+                "data-state", "up"
+            )
+
+            await stack.processes["roundtrip"].kill()
+            await expect(box("roundtrip")).to_have_attribute("data-state", "down")
+            await expect(box("store")).to_have_attribute("data-state", "up")
+            await stack.restart("roundtrip")
+            await expect(box("roundtrip")).to_have_attribute("data-state", "up")
+
+            await page.get_by_label("Key", exact=True).fill("traced")
+            await page.get_by_label("Value", exact=True).fill("through every hop")
+            await page.get_by_test_id("rt-send").click()
+            trace = page.get_by_test_id("live-traces").get_by_test_id("live-trace").first
+            await trace.click()
+            spans = page.get_by_test_id("live-waterfall").get_by_test_id("live-span")
+            for service in ("gateway", "roundtrip", "store", "websocket"):
+                await expect(
+                    spans.and_(page.locator(f'[data-service="{service}"]')).first
+                ).to_be_visible()
+            latency = re.compile(r"^event [\d.]+/[\d.]+ ms$")  # handler p50/p99
+            await expect(box("store").locator("text", has_text=latency)).to_have_count(1)
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await panel.screenshot(path=SCREENSHOTS / "screenshot-live-view.png")
+            assert errors == []
+        finally:
+            await context.close()
+        assert offline.blocked == []
