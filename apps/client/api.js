@@ -21,6 +21,13 @@ export class Problem extends Error {
   }
 }
 
+const traceOf = new WeakMap(); // an answer's body -> the trace id of its traceparent
+
+/** The trace id the gateway answered `data` with (its traceparent), if any. */
+export function traceIdOf(data) {
+  return data && typeof data === "object" ? traceOf.get(data) : undefined;
+}
+
 async function request(method, path, body) {
   const headers = { Accept: "application/json, application/problem+json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -43,6 +50,8 @@ async function request(method, path, body) {
   } catch {
     data = null;
   }
+  const traceparent = response.headers.get("traceparent");
+  if (traceparent && data && typeof data === "object") traceOf.set(data, traceparent.split("-")[1]);
   if (!response.ok) {
     const title = (data && data.title) || `HTTP ${response.status}`;
     const detail = (data && data.detail) || (data ? "" : text.slice(0, 200));

@@ -1,7 +1,7 @@
 // The msarch web client: roundtrips with live echo and latency, batches, stored batches,
 // the event log, the dead letters and the live architecture view.
 
-import { api, apiKey, setApiKey } from "./api.js";
+import { api, apiKey, setApiKey, traceIdOf } from "./api.js";
 import { startDeadLetters } from "./dead-letters.js";
 import { startEventLog } from "./event-log.js";
 import { LiveSocket } from "./live-socket.js";
@@ -157,6 +157,7 @@ async function sendBatch(event) {
   $("batch-send").textContent = "Sending…";
   try {
     const done = await api.batch(size);
+    noteTrace({ key: `batch of ${size}`, trace_id: traceIdOf(done) });
     showBatchResult(done.status, done.elapsed_ms, done.batch_id);
     batchesOffset = 0;
     await loadBatches(done.batch_id);

@@ -232,7 +232,7 @@ export function draw(snapshot) {
 
 // -- traces -----------------------------------------------------------------------------
 
-const traces = []; // the trace ids of recent roundtrips, newest first
+const traces = []; // the trace ids of recent roundtrips (their frames) and batches, newest first
 
 export function noteTrace(frame) {
   if (!frame || typeof frame.trace_id !== "string" || traces.includes(frame.trace_id)) return;

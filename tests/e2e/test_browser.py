@@ -499,7 +499,8 @@ async def test_live_view_shows_a_killed_service_go_red_and_back_and_a_trace_wate
     stack_with: StackFactory, browser: Browser
 ) -> None:
     """Every service green in the diagram; the roundtrip service killed turns red, restarted
-    turns green; a traced roundtrip's id, clicked, draws spans from every hop."""
+    turns green; a traced roundtrip's id, clicked, draws spans from every hop, and a batch's
+    from the gateway, the batch service and the store."""
     async with stack_with(trace_sample=1.0) as stack:
         offline = Offline()
         context = await offline.open(browser)
@@ -531,6 +532,15 @@ async def test_live_view_shows_a_killed_service_go_red_and_back_and_a_trace_wate
             await trace.click()
             spans = page.get_by_test_id("live-waterfall").get_by_test_id("live-span")
             for service in ("gateway", "roundtrip", "store", "websocket"):
+                await expect(
+                    spans.and_(page.locator(f'[data-service="{service}"]')).first
+                ).to_be_visible()
+            await page.get_by_label("Size", exact=True).fill("5")
+            await page.get_by_test_id("batch-send").click()
+            await expect(page.get_by_test_id("batch-status")).to_have_text("Done")
+            traces = page.get_by_test_id("live-traces").get_by_test_id("live-trace")
+            await traces.filter(has_text="batch of 5").click()
+            for service in ("gateway", "batch", "store"):
                 await expect(
                     spans.and_(page.locator(f'[data-service="{service}"]')).first
                 ).to_be_visible()
