@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from msarch.bus import PublishError
+from msarch.bus.base import retried
 
 T = TypeVar("T")
 log = logging.getLogger("msarch.resilience")
@@ -112,16 +113,10 @@ async def until_broker_confirms(
     answers "no responders" in milliseconds): nacked straight away, a message would spend every
     delivery within one leader election and be dead-lettered, stored but never forwarded (seen
     in the NATS partition test: roundtrips in the log, never on a websocket)."""
-    delay = first_delay_s
-    deadline: float | None = None
-    while True:
-        try:
-            return await publish()
-        except PublishError as exc:
-            now = time.monotonic()
-            deadline = deadline or now + retry_for_s
-            if now + delay > deadline:
-                raise
-            log.debug("publish not confirmed, again in %.2fs: %s", delay, exc)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, max_delay_s)
+    await retried(
+        publish,
+        retry_for_s,
+        retry_on=(PublishError,),
+        first_pause_s=first_delay_s,
+        max_pause_s=max_delay_s,
+    )

@@ -9,15 +9,17 @@ Only keys under the test's own namespace are ever deleted, found with SCAN.
 """
 
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from apps.gateway.app import create_gateway
 from msarch.service import Messaging, Runtime, build_runtime
-from msarch.settings import Settings
+from msarch.settings import SERVICES, Settings
 from msarch.storage import Store
-from msarch.testing.isolation import TEST_REDIS_URL, delete_keys, new_namespace
+from msarch.testing.isolation import TEST_REDIS_URL, delete_keys, free_port, new_namespace
 from tests.utils.fixture_api import RuntimeFactory, StoreFactory
 
 # Unit tests run the bus on FastStream's test brokers: nothing connects to these URLs.
@@ -66,3 +68,12 @@ def make_runtime(unit_settings: Settings, store: Store) -> RuntimeFactory:
         return build_runtime(Messaging(service, dependencies=dependencies), settings, store)
 
     return make
+
+
+@pytest.fixture
+def gateway() -> Iterator[TestClient]:
+    """A gateway with the API key "the-key" whose services run nowhere (free ports)."""
+    ports = {f"{s}_port": free_port() for s in SERVICES}
+    settings = Settings(api_key="the-key").model_copy(update=ports)
+    with TestClient(create_gateway(settings)) as client:
+        yield client

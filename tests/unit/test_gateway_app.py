@@ -4,23 +4,9 @@ The services behind it are free ports with nothing listening, so every proxied
 request ends at the gateway.
 """
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
-
-from apps.gateway.app import create_gateway
-from msarch.settings import SERVICES, Settings
-from msarch.testing.isolation import free_port
-
-
-@pytest.fixture
-def gateway() -> Iterator[TestClient]:
-    ports = {f"{s}_port": free_port() for s in SERVICES}
-    settings = Settings(api_key="the-key").model_copy(update=ports)
-    with TestClient(create_gateway(settings)) as client:
-        yield client
 
 
 def test_its_own_settings_decide_the_api_key(gateway: TestClient) -> None:

@@ -1,13 +1,10 @@
 """The live view's pure part: /metrics text read by channel, rates, handler-latency quantiles,
 and a gateway whose instances are all down still answering GET /api/live."""
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from apps.gateway.app import create_gateway
 from apps.gateway.architecture import (
     Metrics,
     channel_figures,
@@ -18,8 +15,7 @@ from apps.gateway.architecture import (
     read_metrics,
     since,
 )
-from msarch.settings import SERVICES, Settings
-from msarch.testing.isolation import free_port
+from msarch.settings import SERVICES
 
 
 def metrics_text(consumed: int, published: int, handled: list[float]) -> str:
@@ -104,14 +100,6 @@ def test_figures_per_channel_between_two_readings() -> None:
     assert alone["event"]["p50_ms"] is not None
     assert alone["event"]["p50_ms"] < 5
     assert channel_figures(Metrics(), None, 0.0) == {}
-
-
-@pytest.fixture
-def gateway() -> Iterator[TestClient]:
-    ports = {f"{s}_port": free_port() for s in SERVICES}
-    settings = Settings(api_key="the-key").model_copy(update=ports)
-    with TestClient(create_gateway(settings)) as client:
-        yield client
 
 
 def test_instances_that_do_not_answer_are_down_not_an_error(gateway: TestClient) -> None:

@@ -495,7 +495,7 @@ async def pipelined(
     async def one(message_id: str, body: bytes) -> None:
         nonlocal confirmed
         try:
-            await _retried(lambda: send(message_id, body), retry_for_s)
+            await retried(lambda: send(message_id, body), retry_for_s)
             confirmed += 1
         except BaseException as exc:  # collected and re-raised below
             failures.append(exc)
@@ -531,23 +531,35 @@ def confirm_lost(exc: BaseException) -> bool:
     return isinstance(exc, asyncio.CancelledError) and not (task and task.cancelling())
 
 
-async def _retried(attempt: Callable[[], Awaitable[None]], retry_for_s: float) -> None:
+async def retried(
+    attempt: Callable[[], Awaitable[None]],
+    retry_for_s: float,
+    *,
+    retry_on: tuple[type[Exception], ...] = (Exception,),
+    first_pause_s: float = 0.2,
+    max_pause_s: float = 2.0,
+) -> None:
     """`attempt` again, with backoff, until it succeeds or `retry_for_s` have passed since
-    its first failure (an attempt may itself take its confirm timeout to fail)."""
+    its first failure (an attempt may itself take its confirm timeout to fail). Only the
+    errors in `retry_on` are retried (and a confirm lost to a closed connection); any other
+    goes up at once."""
     deadline: float | None = None
-    pause = 0.2
+    pause = first_pause_s
     while True:
         try:
             return await attempt()
         except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError) and not confirm_lost(exc):
+            if isinstance(exc, asyncio.CancelledError):
+                if not confirm_lost(exc):
+                    raise
+            elif not isinstance(exc, retry_on):
                 raise
             now = time.monotonic()
             deadline = deadline or now + retry_for_s
             if now + pause > deadline:
                 raise
         await asyncio.sleep(pause)
-        pause = min(pause * 2, 2.0)
+        pause = min(pause * 2, max_pause_s)
 
 
 def public_urls(nodes: Iterable[str]) -> list[str]:
