@@ -123,19 +123,29 @@ class BatchCoordinator:
         in_time = asyncio.timeout_at(deadline)
         try:
             async with in_time:
-                await self._publish(batch_id, size)
+                await self._publish(batch_id, size, deadline)
         except TimeoutError:
             if not in_time.expired():
                 raise
             return False
         return True
 
-    async def _publish(self, batch_id: UUID, size: int) -> None:
+    async def _publish(self, batch_id: UUID, size: int, deadline: float | None) -> None:
+        """Every item, each sent again while the broker does not confirm it: for as long as
+        the caller waits (a quorum queue's new leader, a connection moving to another node
+        and restoring its channels can take longer than MSARCH_PUBLISH_RETRY_S), else for
+        MSARCH_PUBLISH_RETRY_S."""
         store, correlation_id = self.runtime.store, request_id.get()
         await store.request_batch(batch_id, size, correlation_id)
+        retry_for_s = None
+        if deadline is not None:
+            retry_for_s = max(0.0, deadline - asyncio.get_running_loop().time())
         try:
             await self.runtime.bus.publish_stream(
-                channels.BATCH, _items(batch_id, size), correlation_id=correlation_id
+                channels.BATCH,
+                _items(batch_id, size),
+                correlation_id=correlation_id,
+                retry_for_s=retry_for_s,
             )
         except PublishError as exc:
             await store.fail_batch(

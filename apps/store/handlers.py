@@ -7,21 +7,21 @@ or loop them.
 
 import logging
 
-from apps.store.stage_buffer import StageBuffer
+from apps.store.staging import ItemStager
 from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
-from msarch.messages import BatchItem, KeyValue
+from msarch.bus.batches import Outcome, Received
+from msarch.messages import KeyValue
 from msarch.resilience import until_broker_confirms, until_redis_answers
 from msarch.service import Messaging, Runtime
 from msarch.storage import MessageState
-from msarch.tracing import TRACEPARENT
 
 log = logging.getLogger("msarch.store")
 
 
 def subscribe(runtime: Runtime) -> None:
     bus, store = runtime.bus, runtime.store
-    stage_buffer = StageBuffer(runtime)
+    stager = ItemStager(runtime)
 
     @bus.subscriber(channels.EVENT)
     async def on_event(kv: KeyValue) -> None:
@@ -50,12 +50,10 @@ def subscribe(runtime: Runtime) -> None:
             extra={"message_id": str(kv.id), "event_id": event_id, "key": kv.key[:64]},
         )
 
-    # Items are traced by the group they are staged in, not one span each (stage_buffer.py).
-    @bus.subscriber(channels.BATCH, span_each=False)
-    async def on_batch_item(item: BatchItem) -> None:
-        message = bus.current_message()
-        traceparent = (message.headers or {}).get(TRACEPARENT)
-        await stage_buffer.add(item, message.correlation_id, traceparent)
+    # Items come many at once, and are traced by the group they are staged in (staging.py).
+    @bus.batch_subscriber(channels.BATCH)
+    async def on_batch_items(received: list[Received]) -> list[Outcome]:
+        return await stager.stage(received)
 
 
 MESSAGING = Messaging(

@@ -287,11 +287,14 @@ async def test_the_leading_node_killed_while_roundtrips_and_a_batch_flow(
         confirmed=len(load.confirmed),
         stored_once=sum(1 for n in mine.values() if n == 1),
         batch_status=answer.status_code,
+        batch_detail=body.get("detail") or body.get("status"),
         batch_fields=fields,
         batch_sizes_seen=sorted(watch.sizes_seen),
         restarted_services=sum(before[c] != after.get(c) for c in before),
         killed_node_back_in_cluster_s=round(rejoined_s, 1),
     )
+    if answer.status_code != 200:
+        print(await _complaints(stack, ("batch", "gateway", "gateway-2")))
     assert set(load.statuses) <= {202, 503}, load.statuses
     assert set(mine) == set(load.confirmed), "every request answered 202 is stored"
     assert set(mine.values()) == {1}, "and stored once"
@@ -305,6 +308,16 @@ async def test_the_leading_node_killed_while_roundtrips_and_a_batch_flow(
         assert fields == 0, "a batch that is not Done shows nothing"
     assert watch.sizes_seen <= {0, BATCH}, "a batch is never partly visible"
     assert after == before, "every service reconnected by itself, none was restarted"
+
+
+async def _complaints(stack: ComposeStack, services: tuple[str, ...]) -> str:
+    """The WARNING and ERROR lines the services' containers logged: why a batch was not Done."""
+    lines = []
+    for service in services:
+        for name in await stack.containers(service):
+            logged = (await stack.logs(name)).splitlines()
+            lines += [f"{name}: {line}" for line in logged if '"WARNING"' in line or '"ERROR"' in line]
+    return "\n".join(lines[-60:])
 
 
 @pytest.mark.timeout(900)

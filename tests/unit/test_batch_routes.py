@@ -206,7 +206,7 @@ async def flow(
         messages: Iterable[tuple[str, BaseModel]],
         *,
         correlation_id: str | None = None,
-        on_confirmed: Callable[[int], None] | None = None,
+        retry_for_s: float | None = None,
     ) -> int:
         confirmed = 0
         for message_id, message in messages:

@@ -19,6 +19,7 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from pydantic import BaseModel
 
 from msarch import tracing
+from msarch.bus.batches import BatchHandler, Coalescer, Received
 from msarch.bus.consume import consume_middleware
 from msarch.bus.metrics import PublishCounts
 from msarch.channels import Channel, Delivery
@@ -194,7 +195,7 @@ class Bus(ABC, Generic[BrokerT]):
         return message
 
     def subscriber(
-        self, channel: Channel, *, span_each: bool = True
+        self, channel: Channel, *, span_each: bool = True, **options: Any
     ) -> Callable[[Handler], Handler]:
         """Register a handler for a channel; the message is acked only after it returns.
 
@@ -206,11 +207,14 @@ class Bus(ABC, Generic[BrokerT]):
         if not span_each:
             self.traced_in_groups.add(self.name(channel))
         subscribe = self.broker.subscriber(
-            **self._subscription(channel),
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            no_reply=True,
-            title=channel.name,
-            description=_about(channel),
+            **{
+                **self._subscription(channel),
+                "ack_policy": AckPolicy.NACK_ON_ERROR,
+                "no_reply": True,
+                "title": channel.name,
+                "description": _about(channel),
+                **options,  # a backend's own way (NATS's batch pull)
+            }
         )
 
         self.subscribed.append(channel)
@@ -218,6 +222,37 @@ class Bus(ABC, Generic[BrokerT]):
         def register(handler: Handler) -> Handler:
             subscribe(handler)
             return handler  # the plain function, not FastStream's wrapper: services call it
+
+        return register
+
+    def batch_subscriber(self, channel: Channel) -> Callable[[BatchHandler], BatchHandler]:
+        """Register a handler of many messages of a work channel at once (msarch.bus.batches):
+        each message is acked once its outcome is None, nacked or dead-lettered otherwise, as
+        with `subscriber`; a message that is not a valid payload never reaches the handler
+        (dead-lettered with the reason). The handler traces what it does, in groups.
+
+        Here the messages being handled concurrently are coalesced; a backend that can fetch
+        many at once hands over what it fetched instead."""
+        payload = channel.payload
+
+        def register(handler: BatchHandler) -> BatchHandler:
+            coalescer = Coalescer(handler)
+
+            async def on_message(body: BaseModel) -> None:
+                message = self.current_message()
+                headers = message.headers or {}
+                await coalescer.add(
+                    Received(
+                        body,
+                        message.message_id,
+                        message.correlation_id,
+                        headers.get(tracing.TRACEPARENT),
+                    )
+                )
+
+            on_message.__annotations__["body"] = payload  # what FastStream validates
+            self.subscriber(channel, span_each=False)(on_message)
+            return handler
 
         return register
 
@@ -327,6 +362,7 @@ class Bus(ABC, Generic[BrokerT]):
         messages: Iterable[tuple[str, BaseModel]],
         *,
         correlation_id: str | None = None,
+        retry_for_s: float | None = None,
     ) -> int:
         """Publish many (message id, message) pairs on a work channel, confirms pipelined.
 
@@ -334,7 +370,9 @@ class Bus(ABC, Generic[BrokerT]):
         each confirm in turn, this keeps many outstanding (batch rates depend on it).
 
         At most MSARCH_PUBLISH_WINDOW confirmations are outstanding, so memory
-        stays flat however long `messages` is; returns how many were confirmed.
+        stays flat however long `messages` is; returns how many were confirmed. A message
+        the broker did not confirm is sent again for up to `retry_for_s` (default
+        MSARCH_PUBLISH_RETRY_S) before a PublishError.
         """
         if channel.delivery is not Delivery.WORK:
             raise ValueError("publish_stream is for work channels")
@@ -346,9 +384,8 @@ class Bus(ABC, Generic[BrokerT]):
             send = self._counts(channel).counting(sender)
             encoded = ((mid, message.model_dump_json().encode()) for mid, message in messages)
             try:
-                confirmed = await pipelined(
-                    encoded, send, self.settings.publish_window, self.settings.publish_retry_s
-                )
+                retrying = self.settings.publish_retry_s if retry_for_s is None else retry_for_s
+                confirmed = await pipelined(encoded, send, self.settings.publish_window, retrying)
             except PublishError as exc:
                 raise PublishError(f"{self.name(channel)}: {exc}") from exc
             span.set_attribute("messaging.batch.message_count", confirmed)

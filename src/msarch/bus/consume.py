@@ -65,6 +65,9 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
     async def consume_scope(
         self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]
     ) -> Any:
+        if isinstance(msg.raw_message, list):  # a fetched batch: the bus settles each message
+            with self.bus.handling(msg):
+                return await call_next(msg)
         channel = self.bus.channel_of(msg)
         headers = msg.headers or {}
         rid_token = request_id.set(msg.correlation_id)
@@ -120,19 +123,16 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
             outcome = "ok"
             return result
         except _POISON as exc:
-            await self._dead_letter(msg, channel, f"invalid message: {_one_line(exc)}")
+            await self._dead_letter(msg, channel, invalid_reason(exc))
             outcome = "dead-lettered"
         except Exception as exc:
             deliveries = self.bus.deliveries(msg)
             if deliveries < self.bus.settings.delivery_limit:
                 raise  # nacked and redelivered
-            await self._dead_letter(
-                msg, channel, f"handler failed {deliveries} times, last error: {_one_line(exc)}"
-            )
+            await self._dead_letter(msg, channel, failed_reason(deliveries, exc))
             outcome = "dead-lettered"
         finally:
-            _consumed(self.bus.service, channel, outcome).inc()
-            _handling(self.bus.service, channel).observe(time.perf_counter() - started)
+            counted(self.bus, channel, outcome, time.perf_counter() - started)
             if span is not None and span.is_recording():
                 span.set_attribute("msarch.outcome", outcome)
                 if outcome != "ok":
@@ -140,15 +140,48 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
         raise AckMessage
 
     async def _dead_letter(self, msg: StreamMessage[Any], channel_name: str, reason: str) -> None:
-        log.warning(
-            "dead-lettering message",
-            extra={"message_id": msg.message_id, "channel": channel_name, "reason": reason},
-        )
         headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str | int | float)}
-        await self.bus.dead_letter(
-            channel_name, msg.body, headers, reason, msg.message_id, self.bus.deliveries(msg)
+        await dead_lettered(
+            self.bus,
+            channel_name,
+            msg.body,
+            headers,
+            reason,
+            msg.message_id,
+            self.bus.deliveries(msg),
         )
 
 
-def _one_line(exc: BaseException) -> str:
+def counted(bus: "Bus[Any]", channel: str, outcome: str, seconds: float) -> None:
+    """One message handled: its outcome and how long it took, in /metrics."""
+    _consumed(bus.service, channel, outcome).inc()
+    _handling(bus.service, channel).observe(seconds)
+
+
+async def dead_lettered(
+    bus: "Bus[Any]",
+    channel_name: str,
+    body: bytes,
+    headers: dict[str, Any],
+    reason: str,
+    message_id: str | None,
+    deliveries: int,
+) -> None:
+    """A message that cannot be processed, to `<channel>.dead` with the reason, logged."""
+    log.warning(
+        "dead-lettering message",
+        extra={"message_id": message_id, "channel": channel_name, "reason": reason},
+    )
+    await bus.dead_letter(channel_name, body, headers, reason, message_id, deliveries)
+
+
+def failed_reason(deliveries: int, exc: BaseException) -> str:
+    return f"handler failed {deliveries} times, last error: {one_line(exc)}"
+
+
+def invalid_reason(exc: BaseException) -> str:
+    return f"invalid message: {one_line(exc)}"
+
+
+def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:1000] or type(exc).__name__
