@@ -125,8 +125,14 @@ def _merge_operation(
     models = []
     for message_ref in channel["messages"].values():
         message = _resolve(document, message_ref["$ref"])
-        model = message["payload"]["$ref"].rsplit("/", 1)[1]
-        merged["components"]["messages"][model] = {**message, "name": model, "title": model}
+        payload = _one_message_of(document, message["payload"])
+        model = payload["$ref"].rsplit("/", 1)[1]
+        merged["components"]["messages"][model] = {
+            **message,
+            "payload": payload,
+            "name": model,
+            "title": model,
+        }
         models.append(model)
     target = merged["channels"].setdefault(channel_key, {**channel, "messages": {}})
     if operation["action"] == _DESCRIBED_BY.get(channel_key):
@@ -140,6 +146,16 @@ def _merge_operation(
         "tags": [{"name": service}],
         "messages": [{"$ref": f"#/channels/{channel_key}/messages/{m}"} for m in models],
     }
+
+
+def _one_message_of(document: Document, payload: Document) -> Document:
+    """A payload's reference to its model: a handler of fetched batches (the store's, on
+    NATS) is documented by FastStream as taking a list, yet each message is one model."""
+    schema = _resolve(document, payload["$ref"])
+    if schema.get("type") == "array" and "$ref" in schema.get("items", {}):
+        items: Document = schema["items"]
+        return items
+    return payload
 
 
 def _resolve(document: Document, ref: str) -> Document:

@@ -90,6 +90,7 @@ async def outcomes_of(handle: BatchHandler, received: list[Received]) -> list[Ou
         return [exc] * len(received)
 
 
-async def undecoded(*_: Any) -> None:
-    """A FastStream decoder that decodes nothing: a batch handler validates each body itself."""
-    return None
+async def undecoded(*_: Any) -> list[Any]:
+    """A FastStream decoder of fetched batches that decodes nothing (an empty list, for a
+    handler documented as taking a list of the payload): the bus validates each body itself."""
+    return []

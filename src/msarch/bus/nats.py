@@ -28,12 +28,15 @@ starts runs with `sync_interval: always`; see README for a shared server.
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import replace
 from typing import Any
 
+from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
+from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
 from nats.js.api import (
     AckPolicy as JsAckPolicy,
@@ -47,6 +50,7 @@ from nats.js.api import (
 )
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
+from pydantic import BaseModel, ValidationError
 
 from msarch import channels, tracing
 from msarch.bus.base import (
@@ -60,6 +64,8 @@ from msarch.bus.base import (
     public_urls,
     read_dead_letter,
 )
+from msarch.bus.batches import BatchHandler, Received, outcomes_of, undecoded
+from msarch.bus.consume import counted, dead_lettered, failed_reason, invalid_reason
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
 
@@ -175,14 +181,83 @@ class NatsBus(Bus[NatsBroker]):
             ),
         }
 
+    def batch_subscriber(self, channel: Channel) -> Callable[[BatchHandler], BatchHandler]:
+        """What the pull consumer fetched (up to MSARCH_PREFETCH messages), handed to the
+        handler in one call: FastStream's batch pull subscriber, the consume path paid once a
+        fetch. Each message is then acked, nacked or dead-lettered by its own outcome."""
+        payload = channel.payload
+
+        def register(handler: BatchHandler) -> BatchHandler:
+            async def on_fetched(bodies: list[BaseModel]) -> None:
+                raws: list[Msg] = self.current_message().raw_message
+                await self._settle(channel, raws, handler)
+
+            # Documented as a list of the payload; FastStream decodes nothing (`undecoded`
+            # gives it an empty list): _settle validates each message by itself.
+            on_fetched.__annotations__["bodies"] = list[payload]  # type: ignore[valid-type]
+            self.subscriber(
+                channel,
+                span_each=False,
+                pull_sub=PullSub(batch_size=self.settings.prefetch, timeout=5.0, batch=True),
+                ack_policy=AckPolicy.MANUAL,
+                decoder=undecoded,
+            )(on_fetched)
+            return handler
+
+        return register
+
+    async def _settle(self, channel: Channel, raws: list[Msg], handler: BatchHandler) -> None:
+        """Validate each fetched message, hand the valid ones to `handler`, and ack, nack or
+        dead-letter each by its outcome (an invalid one is dead-lettered with the reason)."""
+        name, started = self.name(channel), time.perf_counter()
+        valid: list[Msg] = []
+        received: list[Received] = []
+        for raw in raws:
+            headers = raw.headers or {}
+            try:
+                body = channel.payload.model_validate_json(raw.data)
+            except ValidationError as exc:
+                await self._dead_letter_fetched(raw, name, invalid_reason(exc))
+                continue
+            valid.append(raw)
+            received.append(
+                Received(
+                    body,
+                    headers.get(MSG_ID),
+                    headers.get("correlation_id"),
+                    headers.get(tracing.TRACEPARENT),
+                )
+            )
+        outcomes = await outcomes_of(handler, received) if received else []
+        seconds = time.perf_counter() - started
+        for raw, outcome in zip(valid, outcomes, strict=True):
+            if outcome is None:
+                await raw.ack()
+                counted(self, name, "ok", seconds)
+            elif (deliveries := _delivered(raw)) < self.settings.delivery_limit:
+                await raw.nak()
+                counted(self, name, "error", seconds)
+            else:
+                await self._dead_letter_fetched(raw, name, failed_reason(deliveries, outcome))
+
+    async def _dead_letter_fetched(self, raw: Msg, channel_name: str, reason: str) -> None:
+        headers = {k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)}
+        await dead_lettered(
+            self, channel_name, raw.data, headers, reason, headers.get(MSG_ID), _delivered(raw)
+        )
+        await raw.ack()
+        counted(self, channel_name, "dead-lettered", 0.0)
+
     @contextlib.contextmanager
     def handling(self, msg: StreamMessage[Any]) -> Iterator[None]:
-        raw = msg.raw_message
-        self._handling[id(raw)] = raw
+        raws = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
+        for raw in raws:
+            self._handling[id(raw)] = raw
         try:
             yield
         finally:
-            self._handling.pop(id(raw), None)
+            for raw in raws:
+                self._handling.pop(id(raw), None)
 
     async def _keep_claimed(self) -> None:
         """In-progress acks for the messages being handled, well within ack_wait."""
@@ -193,10 +268,7 @@ class NatsBus(Bus[NatsBroker]):
                     await raw.in_progress()
 
     def deliveries(self, msg: StreamMessage[Any]) -> int:
-        try:
-            return int(msg.raw_message.metadata.num_delivered)
-        except NotJSMessageError:  # a core NATS message (as TestNatsBroker routes a publish)
-            return 1
+        return _delivered(msg.raw_message)
 
     def channel_of(self, msg: StreamMessage[Any]) -> str:
         return str(msg.raw_message.subject)
@@ -418,3 +490,11 @@ async def _declare_stream(js: JetStreamContext, config: StreamConfig) -> None:
     except BadRequestError:
         # It exists with another configuration (e.g. an older version): update it.
         await js.update_stream(config=config)
+
+
+def _delivered(raw: Msg) -> int:
+    """How many times the server has delivered this message, this time included."""
+    try:
+        return int(raw.metadata.num_delivered)
+    except NotJSMessageError:  # a core NATS message (as TestNatsBroker routes a publish)
+        return 1
