@@ -76,6 +76,10 @@ BROADCAST_MAX_AGE_S = 3600.0
 DUPLICATE_WINDOW_S = 120.0
 PUBACK_TIMEOUT_S = 5.0
 """How long publish_stream waits for one item's PubAck before sending it again."""
+FILL_S = 0.05
+"""How long a batch pull subscriber goes on fetching to fill its batch: FastStream hands the
+handler what it has after that (or once it has MSARCH_PREFETCH). The handler's wait for the
+last items of a short batch; idle, a fetch request every FILL_S."""
 ACK_WAIT_S = 6.0
 """How soon the messages of a consumer that died are redelivered."""
 INSTANCE_CONSUMER_EXPIRES_S = 60.0
@@ -198,7 +202,7 @@ class NatsBus(Bus[NatsBroker]):
             self.subscriber(
                 channel,
                 span_each=False,
-                pull_sub=PullSub(batch_size=self.settings.prefetch, timeout=5.0, batch=True),
+                pull_sub=PullSub(batch_size=self.settings.prefetch, timeout=FILL_S, batch=True),
                 ack_policy=AckPolicy.MANUAL,
                 decoder=undecoded,
             )(on_fetched)
