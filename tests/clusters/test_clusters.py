@@ -308,7 +308,8 @@ async def _complaints(stack: ComposeStack, services: tuple[str, ...]) -> str:
     for service in services:
         for name in await stack.containers(service):
             logged = (await stack.logs(name)).splitlines()
-            lines += [f"{name}: {line}" for line in logged if '"WARNING"' in line or '"ERROR"' in line]
+            complaints = (line for line in logged if '"WARNING"' in line or '"ERROR"' in line)
+            lines += [f"{name}: {line}" for line in complaints]
     return "\n".join(lines[-60:])
 
 
