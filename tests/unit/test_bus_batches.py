@@ -5,6 +5,7 @@ the deliveries handled concurrently. Each test has a namespace of its own, delet
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -31,7 +32,7 @@ async def settings(request: pytest.FixtureRequest) -> AsyncIterator[Settings]:
         await delete_namespace(chosen.namespace)
 
 
-async def _started(settings: Settings, handler: "BatchHandlerSpy") -> Bus[object]:
+async def _started(settings: Settings, handler: "BatchHandlerSpy") -> Bus[Any]:
     bus = create_bus(settings, service="store")
     bus.batch_subscriber(channels.BATCH)(handler)
     await bus.connect()
@@ -101,9 +102,9 @@ async def test_a_failed_item_is_redelivered_then_dead_lettered_an_invalid_one_at
     assert reasons[f"{batch_id}:3"].startswith("handler failed 3 times, last error: Redis")
 
 
-async def _lag_is(bus: Bus[object], lag: int) -> bool:
+async def _lag_is(bus: Bus[Any], lag: int) -> bool:
     return await bus.consumer_lag(channels.BATCH) == lag
 
 
-async def _dead_count_is(bus: Bus[object], count: int) -> bool:
+async def _dead_count_is(bus: Bus[Any], count: int) -> bool:
     return await bus.dead_letter_count(channels.BATCH) == count
