@@ -27,12 +27,14 @@ starts runs with `sync_interval: always`; see README for a shared server.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import replace
 from typing import Any
 
+import nats.errors
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, PullSub
@@ -70,6 +72,33 @@ from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
 
 log = logging.getLogger("msarch.bus.nats")
+
+
+def _fetch_timing_out_as_nats(fetch: Callable[..., Awaitable[list[Msg]]]) -> Any:
+    """nats-py 2.16's fetch times out with a plain TimeoutError when its no-wait probe used up
+    the timeout, nats.errors.TimeoutError otherwise; FastStream 0.7.8's batch pull loop
+    catches only the latter. The plain one ended the loop's task with the messages fetched so
+    far for the batch neither handled nor acked: redelivered after ack_wait, one delivery
+    spent each time (logged once a process, "Task-N raised an exception, retrying"). Every
+    timeout is nats-py's own here, which is a TimeoutError all the same."""
+
+    @functools.wraps(fetch)
+    async def fetched(*args: Any, **kwargs: Any) -> list[Msg]:
+        try:
+            return await fetch(*args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except TimeoutError as exc:
+            raise nats.errors.TimeoutError from exc
+
+    fetched.times_out_as_nats = True  # type: ignore[attr-defined]
+    return fetched
+
+
+if not getattr(JetStreamContext.PullSubscription.fetch, "times_out_as_nats", False):
+    JetStreamContext.PullSubscription.fetch = _fetch_timing_out_as_nats(  # type: ignore[method-assign]
+        JetStreamContext.PullSubscription.fetch
+    )
 
 MSG_ID = "Nats-Msg-Id"
 BROADCAST_MAX_AGE_S = 3600.0
