@@ -140,12 +140,11 @@ class ConsumeMiddleware(BaseMiddleware[Any, Any]):
         raise AckMessage
 
     async def _dead_letter(self, msg: StreamMessage[Any], channel_name: str, reason: str) -> None:
-        headers = {k: v for k, v in (msg.headers or {}).items() if isinstance(v, str | int | float)}
         await dead_lettered(
             self.bus,
             channel_name,
             msg.body,
-            headers,
+            msg.headers or {},
             reason,
             msg.message_id,
             self.bus.deliveries(msg),
@@ -167,12 +166,14 @@ async def dead_lettered(
     message_id: str | None,
     deliveries: int,
 ) -> None:
-    """A message that cannot be processed, to `<channel>.dead` with the reason, logged."""
+    """A message that cannot be processed, to `<channel>.dead` with the reason and those of
+    its headers a header table can carry again, logged."""
     log.warning(
         "dead-lettering message",
         extra={"message_id": message_id, "channel": channel_name, "reason": reason},
     )
-    await bus.dead_letter(channel_name, body, headers, reason, message_id, deliveries)
+    kept = {k: v for k, v in headers.items() if isinstance(v, str | int | float)}
+    await bus.dead_letter(channel_name, body, kept, reason, message_id, deliveries)
 
 
 def failed_reason(deliveries: int, exc: BaseException) -> str:

@@ -250,7 +250,7 @@ class NatsBus(Bus[NatsBroker]):
             try:
                 body = channel.payload.model_validate_json(raw.data)
             except ValidationError as exc:
-                await self._dead_letter_fetched(raw, name, invalid_reason(exc))
+                await self._dead_letter_fetched(raw, name, invalid_reason(exc), 0.0)
                 continue
             valid.append(raw)
             received.append(
@@ -271,15 +271,18 @@ class NatsBus(Bus[NatsBroker]):
                 await raw.nak()
                 counted(self, name, "error", seconds)
             else:
-                await self._dead_letter_fetched(raw, name, failed_reason(deliveries, outcome))
+                reason = failed_reason(deliveries, outcome)
+                await self._dead_letter_fetched(raw, name, reason, seconds)
 
-    async def _dead_letter_fetched(self, raw: Msg, channel_name: str, reason: str) -> None:
-        headers = {k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)}
+    async def _dead_letter_fetched(
+        self, raw: Msg, channel_name: str, reason: str, seconds: float
+    ) -> None:
+        headers = raw.headers or {}
         await dead_lettered(
             self, channel_name, raw.data, headers, reason, headers.get(MSG_ID), _delivered(raw)
         )
         await raw.ack()
-        counted(self, channel_name, "dead-lettered", 0.0)
+        counted(self, channel_name, "dead-lettered", seconds)
 
     @contextlib.contextmanager
     def handling(self, msg: StreamMessage[Any]) -> Iterator[None]:
