@@ -85,11 +85,16 @@ class Client:
         self._count(-size)
 
     async def write(self) -> None:
-        """Send the queued frames in order, each within SEND_TIMEOUT_S."""
+        """Send the queued frames in order, each within SEND_TIMEOUT_S. A send to a socket
+        that can take it does not suspend, so one turn of this task sends all that is queued:
+        the pushes come from as many handler tasks as the subscriber runs at once, and a
+        writer that gave way after each frame (asyncio.wait_for is a task per frame) fell a
+        burst behind on a busy machine, so a client that reads was cut off as too slow."""
         while True:
             text, size = await self.outbox.get()
             try:
-                await asyncio.wait_for(self.socket.send_text(text), SEND_TIMEOUT_S)
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await self.socket.send_text(text)
             finally:
                 self._count(-size)
                 self.outbox.task_done()

@@ -273,7 +273,8 @@ async def test_a_client_that_does_not_read_is_disconnected_and_the_others_get_ev
                 await asyncio.sleep(0.1)
             await running
             ids = set(load.confirmed)
-            await wait_for(lambda: ids <= {f["id"] for f in reading}, 60)
+            await wait_for(lambda: reader.done() or ids <= {f["id"] for f in reading}, 60)
+            assert not reader.done(), f"the reading client was let go: {reader.exception()!r}"
             got, got_bytes, ended = await stalled.drain()
             seconds = time.monotonic() - started
             clients = await _websocket_clients(stack)

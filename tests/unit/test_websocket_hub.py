@@ -180,6 +180,30 @@ async def test_a_client_too_far_behind_is_disconnected_saying_so(
     assert len(hub) == 1
 
 
+async def test_a_client_that_reads_keeps_up_with_pushes_from_many_handler_tasks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on RabbitMQ, a handler task per delivered message: here 64 push at each turn of the
+    # loop, 512 in all. The client's writer must send what is queued at its turn, or the
+    # pushes outrun it and a client that reads is cut off as too slow.
+    monkeypatch.setattr(hub_module, "OUTBOX_BYTES", 1)
+    monkeypatch.setattr(hub_module, "OUTBOX_FRAMES", 128)
+    hub = Hub()
+    socket = FakeSocket()
+    hub.join(_ws(socket), catching_up=False)
+
+    async def handler(n: int) -> int:
+        for _ in range(n // 64):
+            await asyncio.sleep(0)
+        return await hub.push(_frame(f"{n}-0"), f"{n}-0")
+
+    sent = await asyncio.gather(*(handler(n) for n in range(512)))
+    await hub.flush()
+    assert sent == [1] * 512
+    assert socket.closed_with is None
+    assert socket.ids == [f"{n}-0" for n in range(512)]
+
+
 async def test_a_client_catching_up_holds_a_bounded_number_of_frames(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
