@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -262,9 +263,10 @@ async def test_the_leading_node_killed_while_roundtrips_and_a_batch_flow(
                 answer = await batch
         mine = await events_once_stored(store, load.confirmed)
         body = answer.json()
-        fields = (
-            await store.redis.hlen(store.keys.batch(body["batch_id"])) if "batch_id" in body else 0
-        )
+        fields, state = 0, None
+        if "batch_id" in body:
+            fields = await store.redis.hlen(store.keys.batch(body["batch_id"]))
+            state = await store.batch_state(UUID(body["batch_id"]))
     finally:
         await store.close()
     after = await service_starts(stack)
@@ -289,12 +291,13 @@ async def test_the_leading_node_killed_while_roundtrips_and_a_batch_flow(
         batch_status=answer.status_code,
         batch_detail=body.get("detail") or body.get("status"),
         batch_fields=fields,
+        batch_state=state and (state.status.value, state.stored),
         batch_sizes_seen=sorted(watch.sizes_seen),
         restarted_services=sum(before[c] != after.get(c) for c in before),
         killed_node_back_in_cluster_s=round(rejoined_s, 1),
     )
     if answer.status_code != 200:
-        print(await _complaints(stack, ("batch", "gateway", "gateway-2")))
+        print(await _complaints(stack, ("batch", "store", "gateway")))
     assert set(load.statuses) <= {202, 503}, load.statuses
     assert set(mine) == set(load.confirmed), "every request answered 202 is stored"
     assert set(mine.values()) == {1}, "and stored once"
