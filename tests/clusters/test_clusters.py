@@ -297,7 +297,7 @@ async def test_the_leading_node_killed_while_roundtrips_and_a_batch_flow(
         killed_node_back_in_cluster_s=round(rejoined_s, 1),
     )
     if answer.status_code != 200:
-        print(await _complaints(stack, ("batch", "store", "gateway")))
+        print(await _complaints(stack, ("batch", "store", "gateway", "gateway-2")))
     assert set(load.statuses) <= {202, 503}, load.statuses
     assert set(mine) == set(load.confirmed), "every request answered 202 is stored"
     assert set(mine.values()) == {1}, "and stored once"
