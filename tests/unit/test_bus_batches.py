@@ -13,6 +13,7 @@ import pytest
 from msarch import channels
 from msarch.bus import Bus, create_bus
 from msarch.bus.batches import Outcome, Received
+from msarch.bus.rabbit import RabbitBus
 from msarch.messages import BatchItem, item_of
 from msarch.settings import Settings
 from msarch.testing.isolation import delete_namespace, isolated_settings
@@ -108,3 +109,29 @@ async def _lag_is(bus: Bus[Any], lag: int) -> bool:
 
 async def _dead_count_is(bus: Bus[Any], count: int) -> bool:
     return await bus.dead_letter_count(channels.BATCH) == count
+
+
+async def test_rabbit_streams_a_batch_on_a_connection_apart_from_its_consumers() -> None:
+    """RabbitMQ's flow control holds back a connection that publishes fast, and with it every
+    channel on it: the stream has a connection of its own, closed with the bus."""
+    settings = isolated_settings("rabbit", delivery_limit=3)
+    batch_id = uuid4()
+    items = ((f"{batch_id}:{i}", item_of(batch_id, i, ITEMS)) for i in range(ITEMS))
+    spy = BatchHandlerSpy()
+    bus = await _started(settings, spy)
+    assert isinstance(bus, RabbitBus)
+    try:
+        await bus.start()
+        consumers = await bus.broker.connect()
+        assert await bus.publish_stream(channels.BATCH, items) == ITEMS
+        stream = bus._stream_connection
+        assert stream is not None
+        assert stream is not consumers, "the stream publishes on a connection of its own"
+        assert not stream.is_closed
+        assert not consumers.is_closed
+        await wait_for(lambda: len(spy.seen) == ITEMS, 30)
+    finally:
+        await bus.stop()
+        await delete_namespace(settings.namespace)
+    assert stream.is_closed, "the stream's connection closes with the bus"
+    assert set(spy.seen.values()) == {1}

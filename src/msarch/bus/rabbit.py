@@ -19,12 +19,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 from uuid import uuid4
 
-from aio_pika import DeliveryMode, Message
+from aio_pika import DeliveryMode, Message, connect_robust
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
+    AbstractRobustConnection,
 )
 from faststream.message import StreamMessage
 from faststream.rabbit import Channel as AmqpChannel
@@ -85,12 +86,14 @@ class RabbitBus(Bus[RabbitBroker]):
             specification_url=",".join(public_urls(nodes)),
             **self._broker_options(),
         )
+        self._nodes = nodes
         if self.clustered:
             # FastStream hands its connection options to aio-pika's connect_robust as they are.
             self.broker._connection_kwargs["connection_class"] = node_connection(nodes)
         self.dead_exchange = RabbitExchange(
             f"{self.prefix}msarch.dead", type=ExchangeType.DIRECT, durable=True
         )
+        self._stream_connection: AbstractRobustConnection | None = None
         self._stream_channel: AbstractRobustChannel | None = None
 
     # -- names -----------------------------------------------------------------
@@ -249,15 +252,35 @@ class RabbitBus(Bus[RabbitBroker]):
         return channel.default_exchange
 
     async def _publish_channel(self) -> AbstractRobustChannel:
-        """A channel of our own on aio-pika's connection: FastStream awaits each
-        confirm in turn, publish_stream keeps many outstanding."""
+        """A channel of our own for publish_stream, on a connection of its own.
+
+        FastStream awaits each confirm in turn; publish_stream keeps many outstanding. A
+        connection that publishes that fast can be held back by the broker's flow control
+        (RabbitMQ stops reading its socket), and everything else on it waits too: after a
+        node loss, the restore of the consumers' channels and queues did, for over a minute.
+        So the stream has its own connection, as RabbitMQ advises for heavy publishers.
+        """
         if self._stream_channel is None:
             self._require_connected()
-            connection = await self.broker.connect()  # public: returns the open connection
-            self._stream_channel = await connection.channel(
+            self._stream_connection = await connect_robust(
+                self._nodes[0],
+                connection_class=node_connection(self._nodes),
+                client_properties={"connection_name": f"{self.instance} publish_stream"},
+            )
+            self._stream_channel = await self._stream_connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
         return self._stream_channel
+
+    async def stop(self) -> None:
+        await super().stop()
+        connection, self._stream_connection, self._stream_channel = (
+            self._stream_connection,
+            None,
+            None,
+        )
+        if connection is not None:
+            await connection.close()
 
     # -- dead letters ------------------------------------------------------------
 
