@@ -12,6 +12,7 @@ from msarch import channels
 from msarch.bus import EVENT_ID_HEADER
 from msarch.bus.batches import Outcome, Received
 from msarch.messages import KeyValue
+from msarch.observability import current_trace_id
 from msarch.resilience import until_broker_confirms, until_redis_answers
 from msarch.service import Messaging, Runtime
 from msarch.storage import MessageState
@@ -25,9 +26,9 @@ def subscribe(runtime: Runtime) -> None:
 
     @bus.subscriber(channels.EVENT)
     async def on_event(kv: KeyValue) -> None:
-        correlation_id = bus.current_message().correlation_id
+        correlation_id, trace_id = bus.current_message().correlation_id, current_trace_id()
         state, event_id = await until_redis_answers(
-            lambda: store.store_key_value(kv, correlation_id), runtime
+            lambda: store.store_key_value(kv, correlation_id, trace_id), runtime
         )
         if state is MessageState.FORWARDED:
             log.debug("duplicate, already forwarded", extra={"message_id": str(kv.id)})

@@ -15,8 +15,8 @@ log = logging.getLogger("msarch.websocket")
 
 def frame_of(kv: KeyValue, event_id: str | None, trace_id: str | None = None) -> str:
     """The JSON text frame clients get: the key/value, its position in the event log, and the
-    trace of the POST that sent it (GET /api/traces/{trace_id}; null when replayed from the log,
-    which keeps no trace ids)."""
+    trace of the POST that sent it (GET /api/traces/{trace_id}; live or replayed from the log,
+    which keeps it: null only for events written before it did)."""
     frame = {**kv.model_dump(mode="json"), "event_id": event_id, "trace_id": trace_id}
     return json.dumps(frame, ensure_ascii=False)
 

@@ -105,7 +105,7 @@ async def _catch_up(store: Store, client: Client, after: str) -> str:
         for event in page:
             if event.type is EventType.KeyValueStored:
                 kv = KeyValue.model_validate(event.payload)
-                await client.send(frame_of(kv, event.id))
+                await client.send(frame_of(kv, event.id, event.trace_id))
         last = page[-1].id
 
 

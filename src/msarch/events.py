@@ -52,4 +52,6 @@ class Event(BaseModel):
     time: datetime
     message_id: str
     correlation_id: str | None = None
+    trace_id: str | None = None
+    """The trace of the request that produced it (KeyValueStored; none in older entries)."""
     payload: dict[str, Any]

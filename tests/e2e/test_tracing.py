@@ -69,11 +69,13 @@ def named(spans: list[Span], name: str) -> Span:
 
 
 @asynccontextmanager
-async def live_frames(stack: Stack) -> AsyncIterator[list[dict[str, Any]]]:
-    """The frames a websocket client of the stack gets while the block runs."""
+async def live_frames(stack: Stack, after: str = "") -> AsyncIterator[list[dict[str, Any]]]:
+    """The frames a websocket client of the stack gets while the block runs (resuming from
+    the log `after` an event id, when given)."""
     frames: list[dict[str, Any]] = []
     ready = asyncio.Event()
-    reader = asyncio.create_task(ws_frames(stack.ws_url, frames, ready))
+    url = f"{stack.ws_url}?after={after}" if after else stack.ws_url
+    reader = asyncio.create_task(ws_frames(url, frames, ready))
     try:
         await asyncio.wait_for(ready.wait(), 10)
         yield frames
@@ -102,6 +104,10 @@ async def test_a_roundtrip_and_a_batch_are_each_one_trace(stack_with: StackFacto
             trace_id, sampled = trace_of(posted)
             assert sampled
             assert frame["trace_id"] == trace_id, "the frame names the POST's trace"
+            async with live_frames(stack, after="0-0") as replayed:
+                await wait_for(lambda: any(f["id"] == frame["id"] for f in replayed), 10)
+            [again] = [f for f in replayed if f["id"] == frame["id"]]
+            assert again["trace_id"] == trace_id, "the frame replayed from the log names it too"
 
             push = "websocket push"
             spans = await spans_when(

@@ -1,6 +1,7 @@
 """msarch.storage on the real Redis (db 9, a private namespace): the log and its projections."""
 
 import json
+from typing import cast
 from uuid import uuid4
 
 import pytest
@@ -27,7 +28,18 @@ async def test_a_key_value_is_stored_once_and_logged_once(store: Store) -> None:
     assert [(e.id, e.type) for e in events] == [(event_id, EventType.KeyValueStored)]
     assert events[0].message_id == str(kv.id)
     assert events[0].correlation_id == "corr-1"
+    assert events[0].trace_id is None
     assert KeyValue.model_validate(events[0].payload) == kv
+
+
+async def test_a_key_value_event_keeps_the_trace_of_its_request(store: Store) -> None:
+    trace_id = uuid4().hex
+    _, event_id = await store.store_key_value(KeyValue(key="k", value="v"), None, trace_id)
+    raw = cast(list[tuple[str, dict[str, str]]], await store.redis.xrange(store.keys.events))
+    [(entry_id, fields)] = raw
+    assert (entry_id, fields["trace_id"]) == (event_id, trace_id)
+    [event] = await store.read_events()
+    assert (event.id, event.trace_id) == (event_id, trace_id)
 
 
 async def test_the_idempotency_marker_expires_and_keeps_its_ttl(store: Store) -> None:

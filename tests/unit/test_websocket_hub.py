@@ -335,7 +335,8 @@ async def test_a_resuming_client_gets_the_missed_events_then_live_ones_no_gap_no
 ) -> None:
     store, hub = runtime.store, runtime.dependency(Hub)
     kvs = [KeyValue(key=f"k{i}", value=f"v{i}") for i in range(4)]
-    ids = [(await store.store_key_value(kv))[1] for kv in kvs]
+    traces = [f"{i:032x}" for i in range(4)]
+    ids = [(await store.store_key_value(kv, None, t))[1] for kv, t in zip(kvs, traces, strict=True)]
     socket = FakeSocket()
     gate = socket.gate = asyncio.Event()  # the first catch-up frame is slow to go out
     session = asyncio.create_task(ws(_ws(socket), runtime, hub, after=ids[0]))
@@ -352,6 +353,7 @@ async def test_a_resuming_client_gets_the_missed_events_then_live_ones_no_gap_no
         assert socket.ids == [*ids[1:], late_id]
         frames = [json.loads(f) for f in socket.frames]
         assert [f["key"] for f in frames] == ["k1", "k2", "k3", "late"]
+        assert [f["trace_id"] for f in frames[:3]] == traces[1:], "replayed: their requests'"
         assert (
             KeyValue.model_validate(
                 {k: v for k, v in frames[0].items() if k not in ("event_id", "trace_id")}

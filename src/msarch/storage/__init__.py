@@ -129,9 +129,9 @@ class Store:
     # -- roundtrip (KeyValues) ------------------------------------------------------
 
     async def store_key_value(
-        self, kv: KeyValue, correlation_id: str | None = None
+        self, kv: KeyValue, correlation_id: str | None = None, trace_id: str | None = None
     ) -> StoredKeyValue:
-        return await self.key_values.store(kv, correlation_id)
+        return await self.key_values.store(kv, correlation_id, trace_id)
 
     async def mark_forwarded(self, kv: KeyValue) -> None:
         await self.key_values.mark_forwarded(kv)

@@ -116,5 +116,6 @@ def _event_of(entry_id: str, fields: dict[str, str]) -> Event:
         time=datetime.fromisoformat(fields["time"]),
         message_id=fields["message_id"],
         correlation_id=fields.get("correlation_id") or None,
+        trace_id=fields.get("trace_id") or None,
         payload=upcast(kind, written_at, json.loads(fields["payload"])),
     )

@@ -45,8 +45,11 @@ class KeyValues:
         self._writes = writes
         self._store = scripts.register(client, "store_key_value", service)
 
-    async def store(self, kv: KeyValue, correlation_id: str | None = None) -> StoredKeyValue:
-        """Append KeyValueStored and set kv:{key}, once per message id."""
+    async def store(
+        self, kv: KeyValue, correlation_id: str | None = None, trace_id: str | None = None
+    ) -> StoredKeyValue:
+        """Append KeyValueStored and set kv:{key}, once per message id; the event keeps the
+        trace of the request, so a frame replayed from the log names it too."""
         message_id = str(kv.id)
         keys = self._keys
         state, event_id = await self._writes.script(
@@ -59,6 +62,7 @@ class KeyValues:
                 iso_now(),
                 kv.model_dump_json(),
                 IDEMPOTENCY_TTL_S,
+                trace_id or "",
             ],
         )
         return StoredKeyValue(MessageState(state), str(event_id))
