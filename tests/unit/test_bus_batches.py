@@ -9,9 +9,10 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from aio_pika import connect_robust
 
 from msarch import channels
-from msarch.bus import Bus, create_bus
+from msarch.bus import Bus, create_bus, rabbit
 from msarch.bus.batches import Outcome, Received
 from msarch.bus.rabbit import RabbitBus
 from msarch.messages import BatchItem, item_of
@@ -111,20 +112,34 @@ async def _dead_count_is(bus: Bus[Any], count: int) -> bool:
     return await bus.dead_letter_count(channels.BATCH) == count
 
 
-async def test_rabbit_streams_a_batch_on_a_connection_apart_from_its_consumers() -> None:
+async def test_rabbit_streams_a_batch_on_a_connection_apart_from_its_consumers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """RabbitMQ's flow control holds back a connection that publishes fast, and with it every
-    channel on it: the stream has a connection of its own, closed with the bus."""
+    channel on it: the stream has a connection of its own (one, however many streams start
+    at once), closed with the bus."""
     settings = isolated_settings("rabbit", delivery_limit=3)
     batch_id = uuid4()
-    items = ((f"{batch_id}:{i}", item_of(batch_id, i, ITEMS)) for i in range(ITEMS))
+    items = [(f"{batch_id}:{i}", item_of(batch_id, i, ITEMS)) for i in range(ITEMS)]
+    opened: list[object] = []
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:  # the real connect, counted
+        opened.append(await connect_robust(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(rabbit, "connect_robust", counted)
     spy = BatchHandlerSpy()
     bus = await _started(settings, spy)
     assert isinstance(bus, RabbitBus)
     try:
         await bus.start()
         consumers = await bus.broker.connect()
-        assert await bus.publish_stream(channels.BATCH, items) == ITEMS
+        # Two batches at once, the first streams of the bus: one connection between them.
+        halves = (items[0::2], items[1::2])
+        sent = await asyncio.gather(*(bus.publish_stream(channels.BATCH, h) for h in halves))
+        assert sum(sent) == ITEMS
         stream = bus._stream_connection
+        assert opened == [stream], "one connection for every stream"
         assert stream is not None
         assert stream is not consumers, "the stream publishes on a connection of its own"
         assert not stream.is_closed

@@ -13,6 +13,7 @@
   an unroutable work message raises instead of vanishing.
 """
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
@@ -95,6 +96,8 @@ class RabbitBus(Bus[RabbitBroker]):
         )
         self._stream_connection: AbstractRobustConnection | None = None
         self._stream_channel: AbstractRobustChannel | None = None
+        self._stream_opening = asyncio.Lock()
+        """Concurrent first streams (two batches at once) open one connection, not one each."""
 
     # -- names -----------------------------------------------------------------
 
@@ -256,29 +259,28 @@ class RabbitBus(Bus[RabbitBroker]):
 
         FastStream awaits each confirm in turn; publish_stream keeps many outstanding. A
         connection that publishes that fast can be held back by the broker's flow control
-        (RabbitMQ stops reading its socket), and everything else on it waits too: after a
-        node loss, the restore of the consumers' channels and queues did, for over a minute.
-        So the stream has its own connection, as RabbitMQ advises for heavy publishers.
+        (RabbitMQ stops reading its socket), and everything else on that connection would
+        wait with it: the service's consumers and, after a node loss, their restore. So the
+        stream has its own connection, as RabbitMQ advises for heavy publishers (it did not
+        end the leader-kill stalls on its own: docs/reliability.md, Open).
         """
-        if self._stream_channel is None:
-            self._require_connected()
-            self._stream_connection = await connect_robust(
-                self._nodes[0],
-                connection_class=node_connection(self._nodes),
-                client_properties={"connection_name": f"{self.instance} publish_stream"},
-            )
-            self._stream_channel = await self._stream_connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
-        return self._stream_channel
+        async with self._stream_opening:
+            if self._stream_channel is None:
+                self._require_connected()
+                self._stream_connection = await connect_robust(
+                    self._nodes[0],
+                    connection_class=node_connection(self._nodes),
+                    client_properties={"connection_name": f"{self.instance} publish_stream"},
+                )
+                self._stream_channel = await self._stream_connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+            return self._stream_channel
 
     async def stop(self) -> None:
         await super().stop()
-        connection, self._stream_connection, self._stream_channel = (
-            self._stream_connection,
-            None,
-            None,
-        )
+        connection = self._stream_connection
+        self._stream_connection = self._stream_channel = None
         if connection is not None:
             await connection.close()
 
