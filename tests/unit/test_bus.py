@@ -12,6 +12,7 @@ from typing import Any, Literal, overload
 import pytest
 from faststream.nats.subscriber.usecases.stream_basic import StreamSubscriber
 from faststream.rabbit.subscriber import RabbitSubscriber
+from yarl import URL
 
 from msarch import channels
 from msarch.bus import Bus, PublishError, create_bus
@@ -133,6 +134,33 @@ def test_a_rabbit_bus_on_several_nodes_connects_through_the_node_rotating_connec
     factory = clustered.broker._connection_kwargs["connection_class"]
     assert factory.func is NodeConnection
     assert factory.keywords["nodes"] == [f"{n}?heartbeat=10" for n in THREE_NODES.split(",")]
+
+
+async def test_connections_spread_over_the_nodes_and_each_tries_every_node_in_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each connection starts at a node of its own choosing (the services of a cluster spread
+    over it) and goes round the nodes from there until one answers."""
+    attempts: list[str] = []
+
+    async def connect(connection: NodeConnection) -> None:
+        attempts.append(str(connection.url.host))
+        if connection.url.host == "rabbitmq2":
+            raise ConnectionError("rabbitmq2 is down")
+
+    monkeypatch.setattr("msarch.bus.rabbit_cluster._connect_transport", connect)
+    nodes = THREE_NODES.split(",")
+    round_of = {"rabbitmq1": ["rabbitmq1"], "rabbitmq2": ["rabbitmq2", "rabbitmq3"]}
+    round_of["rabbitmq3"] = ["rabbitmq3"]
+    first_nodes: Counter[str] = Counter()
+    for _ in range(60):
+        attempts.clear()
+        connection = NodeConnection(URL(nodes[0]), nodes=nodes)
+        await connection._RobustConnection__connect_transport()
+        first_nodes[attempts[0]] += 1
+        assert attempts == round_of[attempts[0]]
+        assert connection.url.host == attempts[-1]
+    assert set(first_nodes) == {"rabbitmq1", "rabbitmq2", "rabbitmq3"}, first_nodes
 
 
 def test_a_node_gone_silent_is_noticed_within_the_heartbeat() -> None:

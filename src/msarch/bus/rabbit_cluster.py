@@ -5,7 +5,9 @@ aio-pika's RobustConnection reconnects, but always to the one URL it was given. 
 NodeConnection's connection attempts tries the nodes in turn instead, starting with the node
 after the one it was last connected to (most likely the node that just went away), so a
 service outlives its node without a restart. Its channels, consumers and declared queues are
-restored on the new node by RobustConnection itself.
+restored on the new node by RobustConnection itself. A connection's first node is one picked
+at random: the services of a cluster spread over its nodes, and the loss of one node moves
+only the connections it had, not every service at once onto the same survivor.
 
 Quorum queues hold their delivery limit and dead-lettering in a policy when the management API
 is configured (MSARCH_RABBIT_MANAGEMENT_URL): a policy can change on a running queue, a queue
@@ -14,6 +16,7 @@ argument only by deleting the queue and what it holds.
 
 import functools
 import logging
+import random
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,7 +43,7 @@ class NodeConnection(RobustConnection):
         self.nodes = [
             url.with_host(node.host or "").with_port(node.port) for node in map(URL, nodes)
         ]
-        self._next = 0
+        self._next = random.randrange(len(self.nodes))
 
     async def _RobustConnection__connect_transport(self) -> None:
         failure: BaseException | None = None
