@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from uuid import uuid4
 
+import aiormq
 import pytest
 from aio_pika import connect_robust
 
@@ -44,13 +45,16 @@ async def _started(settings: Settings, handler: "BatchHandlerSpy") -> Bus[Any]:
 class BatchHandlerSpy:
     """Records each call's size and each item's deliveries; fails the items it is told to."""
 
-    def __init__(self, failing: set[int] | None = None) -> None:
+    def __init__(self, failing: set[int] | None = None, write_s: float = 0) -> None:
         self.calls: list[int] = []
         self.seen: Counter[int] = Counter()
         self.failing = failing or set()
+        self.write_s = write_s
+        """How long each call takes, as the store's Redis write does."""
 
     async def __call__(self, received: list[Received]) -> Sequence[Outcome]:
         self.calls.append(len(received))
+        await asyncio.sleep(self.write_s)
         outcomes: list[Outcome] = []
         for one in received:
             assert isinstance(one.body, BatchItem)
@@ -150,3 +154,49 @@ async def test_rabbit_streams_a_batch_on_a_connection_apart_from_its_consumers(
         await delete_namespace(settings.namespace)
     assert stream.is_closed, "the stream's connection closes with the bus"
     assert set(spy.seen.values()) == {1}
+
+
+async def test_rabbit_acks_each_run_of_done_items_with_one_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store's batch items are acked with multiple=True, a run of them a frame, on a
+    channel that carries no other consumer's deliveries; a failed item among them is still
+    redelivered and dead-lettered on its own, nothing acked twice or left unacked."""
+    settings = isolated_settings("rabbit", delivery_limit=3)
+    batch_id = uuid4()
+    items = ((f"{batch_id}:{i}", item_of(batch_id, i, ITEMS)) for i in range(ITEMS))
+    frames: list[tuple[object, int, bool]] = []
+    basic_ack = aiormq.Channel.basic_ack
+
+    async def recorded(
+        channel: aiormq.Channel, delivery_tag: int, multiple: bool = False, wait: bool = True
+    ) -> None:
+        frames.append((channel, delivery_tag, multiple))
+        await basic_ack(channel, delivery_tag, multiple, wait)
+
+    monkeypatch.setattr(aiormq.Channel, "basic_ack", recorded)
+    spy = BatchHandlerSpy(failing={7}, write_s=0.02)
+    bus = await _started(settings, spy)
+    event_handled: list[object] = []
+
+    @bus.subscriber(channels.EVENT)
+    async def on_event(body: dict[str, Any]) -> None:
+        event_handled.append(body)
+
+    try:
+        assert await bus.publish_stream(channels.BATCH, items) == ITEMS
+        await bus.publish_raw(channels.EVENT, b"{}", message_id="an event")
+        await bus.start()
+        await wait_for(lambda: len(spy.seen) == ITEMS and spy.seen[7] == 3, 30)
+        await wait_for(lambda: _dead_count_is(bus, 1), 30)
+        await wait_for(lambda: _lag_is(bus, 0), 10)
+        await asyncio.sleep(0.5)  # a redelivery of anything not acked would come now
+    finally:
+        await bus.stop()
+        await delete_namespace(settings.namespace)
+    assert event_handled == [{}]
+    assert {i: n for i, n in spy.seen.items() if n != 1} == {7: 3}, "each other item once"
+    grouped = {id(channel) for channel, _, multiple in frames if multiple}
+    assert len(grouped) == 1, "runs of items acked together, on the batch consumer's channel"
+    assert len(frames) < ITEMS / 4, f"{len(frames)} ack frames for {ITEMS} items"
+    assert any(id(channel) not in grouped for channel, _, _ in frames), "the event's elsewhere"

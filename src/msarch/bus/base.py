@@ -195,7 +195,7 @@ class Bus(ABC, Generic[BrokerT]):
         return message
 
     def subscriber(
-        self, channel: Channel, *, span_each: bool = True, **options: Any
+        self, channel: Channel, /, *, span_each: bool = True, **options: Any
     ) -> Callable[[Handler], Handler]:
         """Register a handler for a channel; the message is acked only after it returns.
 
@@ -236,7 +236,7 @@ class Bus(ABC, Generic[BrokerT]):
         payload = channel.payload
 
         def register(handler: BatchHandler) -> BatchHandler:
-            coalescer = Coalescer(handler)
+            coalescer = Coalescer(handler, self._settle_done)
 
             async def on_message(body: BaseModel) -> None:
                 message = self.current_message()
@@ -247,14 +247,25 @@ class Bus(ABC, Generic[BrokerT]):
                         message.message_id,
                         message.correlation_id,
                         headers.get(tracing.TRACEPARENT),
-                    )
+                    ),
+                    message,
                 )
 
             on_message.__annotations__["body"] = payload  # what FastStream validates
-            self.subscriber(channel, span_each=False)(on_message)
+            self.subscriber(channel, span_each=False, **self._batch_subscription(channel))(
+                on_message
+            )
             return handler
 
         return register
+
+    def _batch_subscription(self, channel: Channel) -> dict[str, Any]:
+        """What a backend adds to the `broker.subscriber` arguments of a batch subscriber."""
+        return {}
+
+    async def _settle_done(self, messages: list[StreamMessage[Any]]) -> None:
+        """Settle the done messages of one batch handler call together, before their handlers
+        return (msarch.bus.batches.Settle). Here nothing: each is acked on its own."""
 
     @abstractmethod
     def _subscription(self, channel: Channel) -> dict[str, Any]:

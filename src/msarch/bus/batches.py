@@ -6,7 +6,9 @@ each done message and nacks or dead-letters each failed one, as it would a messa
 
 How the messages come together is the backend's: NATS hands over what a pull consumer fetched
 (FastStream's batch pull subscriber), so the per-message consume path is paid once a fetch;
-elsewhere a `Coalescer` gathers the messages being handled concurrently (up to the prefetch).
+elsewhere a `Coalescer` gathers the messages being handled concurrently (up to the prefetch),
+and can settle the done ones of a call together (RabbitMQ: one multiple ack) before each
+message's handler returns.
 """
 
 import asyncio
@@ -33,25 +35,29 @@ class Received:
 Outcome = BaseException | None
 BatchHandler = Callable[[list[Received]], Awaitable[Sequence[Outcome]]]
 """A handler of many messages at once: an outcome for each, in order."""
+Settle = Callable[[list[Any]], Awaitable[None]]
+"""What settles the deliveries of a call's done messages together; it never raises."""
 
 
 class Coalescer:
     """Hands the messages being handled concurrently to a batch handler together.
 
-    Each message's own handler `add`s it and waits; one flusher calls the batch handler with
-    whatever has accumulated (at most MAX_BATCH at a time) and releases each waiting handler
-    with its outcome: it returns, or raises the exception that failed its message.
+    Each message's own handler `add`s it with its delivery and waits; one flusher calls the
+    batch handler with whatever has accumulated (at most MAX_BATCH at a time), hands the
+    deliveries of the done messages to `settle`, and releases each waiting handler with its
+    outcome: it returns, or raises the exception that failed its message.
     """
 
-    def __init__(self, handle: BatchHandler) -> None:
+    def __init__(self, handle: BatchHandler, settle: Settle) -> None:
         self._handle = handle
-        self._pending: list[tuple[Received, asyncio.Future[None]]] = []
+        self._settle = settle
+        self._pending: list[tuple[Received, Any, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
-    async def add(self, received: Received) -> None:
+    async def add(self, received: Received, delivery: Any = None) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((received, done))
+        self._pending.append((received, delivery, done))
         self._wakeup.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_forever(), name="bus:coalescer")
@@ -65,15 +71,18 @@ class Coalescer:
                 chunk, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 await self._flush(chunk)
 
-    async def _flush(self, chunk: list[tuple[Received, "asyncio.Future[None]"]]) -> None:
+    async def _flush(self, chunk: list[tuple[Received, Any, "asyncio.Future[None]"]]) -> None:
         try:
-            outcomes = await outcomes_of(self._handle, [received for received, _ in chunk])
+            outcomes = await outcomes_of(self._handle, [received for received, _, _ in chunk])
+            await self._settle(
+                [d for (_, d, _), outcome in zip(chunk, outcomes, strict=True) if outcome is None]
+            )
         except BaseException as exc:  # cancelled: the waiting handlers end too, then we do
-            for _, done in chunk:
+            for _, _, done in chunk:
                 if not done.done():
                     done.set_exception(exc)
             raise
-        for (_, done), outcome in zip(chunk, outcomes, strict=True):
+        for (_, _, done), outcome in zip(chunk, outcomes, strict=True):
             if done.done():  # its handler was cancelled meanwhile
                 continue
             if outcome is None:

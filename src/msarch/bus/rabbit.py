@@ -15,7 +15,7 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 from uuid import uuid4
@@ -51,6 +51,7 @@ from msarch.bus.base import (
     public_urls,
     read_dead_letter,
 )
+from msarch.bus.rabbit_acks import GroupAcks
 from msarch.bus.rabbit_cluster import apply_policy, node_connection, work_policy
 from msarch.channels import Channel, Delivery
 from msarch.settings import Settings
@@ -98,6 +99,9 @@ class RabbitBus(Bus[RabbitBroker]):
         self._stream_channel: AbstractRobustChannel | None = None
         self._stream_opening = asyncio.Lock()
         """Concurrent first streams (two batches at once) open one connection, not one each."""
+        self._group_acks = GroupAcks()
+        self._own_channels: dict[str, AmqpChannel] = {}
+        """The queues consumed on a channel of their own, and that channel."""
 
     # -- names -----------------------------------------------------------------
 
@@ -185,6 +189,25 @@ class RabbitBus(Bus[RabbitBroker]):
             "queue": self._instance_queue(channel),
             "exchange": self._broadcast_exchange(channel),
         }
+
+    def _batch_subscription(self, channel: Channel) -> dict[str, Any]:
+        """A channel of its own, so that a multiple ack there settles this consumer's
+        deliveries and no other's (msarch.bus.rabbit_acks)."""
+        own = self._own_channels[self.name(channel)] = AmqpChannel(
+            prefetch_count=self.settings.prefetch
+        )
+        self._group_acks.queues.add(self.name(channel))
+        return {"channel": own}
+
+    async def _settle_done(self, messages: list[StreamMessage[Any]]) -> None:
+        await self._group_acks.ack([message.raw_message for message in messages])
+
+    @contextlib.contextmanager
+    def handling(self, msg: StreamMessage[Any]) -> Iterator[None]:
+        """A delivery of a queue acked in groups joins its channel's window first."""
+        if self._group_acks.queues and self.channel_of(msg) in self._group_acks.queues:
+            self._group_acks.arrived(msg.raw_message)
+        yield
 
     # -- publishing --------------------------------------------------------------
 
@@ -401,7 +424,13 @@ class RabbitBus(Bus[RabbitBroker]):
             queue = await self.broker.declare_queue(self.dead_letter_queue(channel))
             await queue.bind(dead, routing_key=self.name(channel))
             if channel.delivery is Delivery.WORK:
-                await self.broker.declare_queue(self._work_queue(channel))
+                # FastStream's declarer keeps a queue's first declaration, and a consumer of
+                # it takes that declaration's channel: a queue consumed on a channel of its own
+                # is declared on that channel.
+                own = self._own_channels.get(self.name(channel))
+                await self.broker.config.declarer.declare_queue(
+                    self._work_queue(channel), channel=own
+                )
             else:
                 await self.broker.declare_exchange(self._broadcast_exchange(channel))
 
