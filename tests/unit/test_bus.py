@@ -163,6 +163,29 @@ async def test_connections_spread_over_the_nodes_and_each_tries_every_node_in_tu
     assert set(first_nodes) == {"rabbitmq1", "rabbitmq2", "rabbitmq3"}, first_nodes
 
 
+async def test_a_connection_attempt_that_hangs_is_given_up_for_the_next_node(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node that takes the connection and then never answers (aio-pika waits on it without
+    a limit) costs one attempt's time, then the next node is tried."""
+    tried: list[str] = []
+
+    async def connect(connection: NodeConnection) -> None:
+        tried.append(str(connection.url.host))
+        if connection.url.host == "rabbitmq1":
+            await asyncio.Event().wait()  # silent for ever
+
+    monkeypatch.setattr("msarch.bus.rabbit_cluster._connect_transport", connect)
+    monkeypatch.setattr("msarch.bus.rabbit_cluster.ATTEMPT_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("msarch.bus.rabbit_cluster.random.randrange", lambda n: 0)
+    nodes = THREE_NODES.split(",")
+    connection = NodeConnection(URL(nodes[0]), nodes=nodes)
+    async with asyncio.timeout(5):
+        await connection._RobustConnection__connect_transport()
+    assert tried == ["rabbitmq1", "rabbitmq2"]
+    assert connection.url.host == "rabbitmq2"
+
+
 def test_a_node_gone_silent_is_noticed_within_the_heartbeat() -> None:
     rabbit = create_bus(Settings(broker_url=THREE_NODES, broker_heartbeat_s=6), service="test")
     factory = rabbit.broker._connection_kwargs["connection_class"]

@@ -14,6 +14,7 @@ is configured (MSARCH_RABBIT_MANAGEMENT_URL): a policy can change on a running q
 argument only by deleting the queue and what it holds.
 """
 
+import asyncio
 import functools
 import logging
 import random
@@ -31,6 +32,12 @@ log = logging.getLogger("msarch.bus.rabbit")
 
 _connect_transport = RobustConnection._RobustConnection__connect_transport  # type: ignore[attr-defined]
 """RobustConnection's one connection attempt: to self.url (aio-pika 10.2, pinned)."""
+
+ATTEMPT_TIMEOUT_S = 30.0
+"""How long one node gets to take the connection and restore every channel, queue and consumer
+on it. aio-pika waits on each without a limit, and a store stopped for good in a leader kill
+(no frame, no log line, no connection on any node for ten minutes): an attempt that hangs is
+given up and the next node tried."""
 
 
 class NodeConnection(RobustConnection):
@@ -51,15 +58,23 @@ class NodeConnection(RobustConnection):
             self.url = self.nodes[self._next]
             self._next = (self._next + 1) % len(self.nodes)
             try:
-                await _connect_transport(self)
-            except CONNECTION_EXCEPTIONS as exc:
-                log.warning("RabbitMQ node %s does not answer: %s", self, exc)
+                async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
+                    await _connect_transport(self)
+            except CONNECTION_EXCEPTIONS as exc:  # TimeoutError among them
+                log.warning("RabbitMQ node %s does not answer: %r", self, exc)
                 failure = exc
+                await self._abandon(exc)
             else:
                 log.info("connected to RabbitMQ node %s", self)
                 return
         assert failure is not None
         raise failure
+
+    async def _abandon(self, reason: BaseException) -> None:
+        """Close what a failed attempt left open (a timed-out restore leaves its transport)."""
+        self.connected.clear()
+        if self.transport is not None and not self.transport.connection.is_closed:
+            await asyncio.gather(self.transport.connection.close(reason), return_exceptions=True)
 
 
 def node_connection(nodes: Sequence[str]) -> Callable[..., RobustConnection]:
