@@ -21,6 +21,7 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
+from msarch.testing.stack import wait_for
 from tests.utils.compose import (
     NATS_SERVERS,
     RABBITMQ_NODES,
@@ -133,6 +134,21 @@ class Cluster:
     async def whole(self) -> bool:
         """The cluster is formed and every container of the stack is healthy again."""
         return await self.formed() and await self.stack.healthy()
+
+    async def whole_again(self, timeout_s: float) -> list[str]:
+        """Wait until the cluster is whole; a node that has not come back by itself within
+        `timeout_s` is restarted, as an operator (or a health-check restart) would, and named
+        in the answer: a RabbitMQ node once stayed out of a healed cluster for good (its rabbit
+        app stopped, its Erlang link to one of the others never made again)."""
+        try:
+            await wait_for(self.whole, timeout_s, 1)
+            return []
+        except TimeoutError:
+            stuck = [node for node in self.nodes if not await self.serves(node)]
+        for node in stuck:
+            await self.stack.docker("restart", await self.stack.container(node), timeout_s=120)
+        await wait_for(self.whole, 240, 1)
+        return stuck
 
     # -- one node alone --------------------------------------------------------------
 
