@@ -94,6 +94,34 @@ class Cluster:
         """The node leading the work (`event`'s queue on RabbitMQ, the work stream on NATS)."""
         return next(iter((await self.leaders()).values()))
 
+    async def lead_all_from(self, node: str) -> dict[str, str]:
+        """Make `node` the leader of all the work and answer the leaders once it is. NATS holds
+        the work in one stream, so only RabbitMQ has anything to move: each work queue led
+        elsewhere has its leadership transferred to `node` (what `rabbitmq-upgrade drain` does
+        to a node's queues; the CLI of 3.10 has no command for one queue). Since the services'
+        connections spread over the nodes, the queues' leaders land where each was first
+        declared, often on two nodes."""
+        if self.backend == "rabbit":
+            for queue, leader in (await self.leaders(asking=node)).items():
+                if leader != node:
+                    await self._transfer_leadership(queue, node)
+
+        async def led_from_node() -> bool:
+            return set((await self.leaders(asking=node)).values()) == {node}
+
+        await wait_for(led_from_node, 30, 0.5)
+        return await self.leaders(asking=node)
+
+    async def _transfer_leadership(self, queue: str, node: str) -> None:
+        erlang = (
+            f'{{ok, Q}} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"{queue}">>)), '
+            f"rabbit_quorum_queue:transfer_leadership(Q, 'rabbit@{node}')."
+        )
+        container = await self.stack.container(node)
+        answer = await self.stack.docker("exec", container, "rabbitmqctl", "eval", erlang)
+        if "migrated" not in answer:
+            raise AssertionError(f"{queue}'s leadership not moved to {node}: {answer.strip()}")
+
     # -- health --------------------------------------------------------------------
 
     async def serves(self, node: str) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
     "metric",
     "missing_keys",
     "percentile_ms",
+    "refusals",
     "roundtrip_body",
 ]
 
@@ -45,6 +46,14 @@ class Answer:
     status: int
     """HTTP status, or 0 when no answer came (connection error, client timeout)"""
     content_type: str
+    reason: str = ""
+    """Why a request that was answered was not accepted: the problem's detail up to its first
+    colon, which names the part that failed without the particulars after it."""
+
+
+def refusals(answers: list[Answer]) -> Counter[str]:
+    """How many answers were refused for each status and reason."""
+    return Counter(f"{a.status} {a.reason}" for a in answers if a.status not in (0, 202))
 
 
 def default_value(number: int) -> str:
@@ -142,8 +151,9 @@ class RoundtripLoad:
                     await connection.close()
                 status = response.status if response is not None else 0
                 content_type = response.headers.get("content-type", "") if response else ""
+                reason = _reason(response) if response is not None and status != 202 else ""
                 self.answers.append(
-                    Answer(started, time.monotonic() - started, status, content_type)
+                    Answer(started, time.monotonic() - started, status, content_type, reason)
                 )
                 if response is not None and status == 202:
                     self.confirmed[json.loads(response.body)["id"]] = (key, value)
@@ -163,6 +173,15 @@ class RoundtripLoad:
         finally:
             stop.set()
             await sending
+
+
+def _reason(response: Response) -> str:
+    """What a problem+json answer says went wrong, without its particulars."""
+    try:
+        detail = str(json.loads(response.body).get("detail") or "")
+    except (ValueError, AttributeError):
+        return "(no problem+json)"
+    return detail.partition(":")[0][:100]
 
 
 async def missing_keys(store: Store, confirmed: dict[str, tuple[str, str]]) -> list[str]:
