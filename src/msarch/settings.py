@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     # the connection moves to another) before the batch is given up as not published.
     publish_retry_s: float = Field(default=15.0, ge=0)
     # How soon a service notices that its broker node went silent without closing (a node cut
-    # off by a partition): RabbitMQ's heartbeat timeout, twice NATS's ping interval. It then
-    # moves to another node of MSARCH_BROKER_URL.
+    # off by a partition): RabbitMQ's heartbeat (the node is left after heartbeat + 1 s of
+    # silence), three NATS ping intervals. It then moves to another node of MSARCH_BROKER_URL.
     broker_heartbeat_s: float = Field(default=10.0, ge=2)
     upstream_timeout_s: float = Field(default=30.0, gt=0)
     # The gateway's routes and policies (a TOML file like infra/gateway.toml); unset: the same

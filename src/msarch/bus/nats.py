@@ -125,8 +125,9 @@ class NatsBus(Bus[NatsBroker]):
             settings.broker_urls,  # nats-py moves to another server of the list by itself
             max_reconnect_attempts=-1,  # keep trying: an outage delays, it does not kill
             reconnect_time_wait=1,
-            # A server that stops answering (cut off) is left after two unanswered pings.
-            ping_interval=max(1, round(settings.broker_heartbeat_s / 2)),
+            # A server that stops answering (cut off) is left when a third ping goes out with
+            # two unanswered: MSARCH_BROKER_HEARTBEAT_S after it went silent.
+            ping_interval=max(1, round(settings.broker_heartbeat_s / 3)),
             max_outstanding_pings=2,
             specification_url=public_urls(settings.broker_urls),
             **self._broker_options(),

@@ -2,7 +2,8 @@
 
 `cut()` closes every connection through it and stops listening, so new
 connections are refused, as when a server or the network goes away;
-`restore()` listens again on the same port.
+`restore()` listens again on the same port. `silence()` is a partition instead:
+every connection stays open and nothing more goes through it, either way.
 """
 
 import asyncio
@@ -21,9 +22,10 @@ class TcpProxy:
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._cut = False
+        self._silent = False
 
     async def start(self) -> None:
-        self._cut = False
+        self._cut = self._silent = False
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
 
     async def cut(self) -> None:
@@ -37,6 +39,11 @@ class TcpProxy:
         for task in list(self._pipes):
             task.cancel()
         await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    def silence(self) -> None:
+        """Let nothing more through, either way, and close nothing: a peer learns of it only
+        from its own timeouts, as behind a partition that drops packets."""
+        self._silent = True
 
     async def restore(self) -> None:
         await self.start()
@@ -71,9 +78,11 @@ class TcpProxy:
                 self._writers.discard(end)
                 end.transport.abort()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
+                if not self._silent:
+                    writer.write(data)
+                    await writer.drain()
+        if self._silent:  # a close does not cross a partition either: the other end hears nothing
+            await asyncio.Future()
