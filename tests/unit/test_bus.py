@@ -163,6 +163,32 @@ async def test_connections_spread_over_the_nodes_and_each_tries_every_node_in_tu
     assert set(first_nodes) == {"rabbitmq1", "rabbitmq2", "rabbitmq3"}, first_nodes
 
 
+async def test_a_reconnect_starts_at_a_survivor_picked_at_random(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connections a lost node had do not all move to the node after it: each reconnect
+    starts at one of the other nodes, picked at random."""
+    attempts: list[str] = []
+
+    async def connect(connection: NodeConnection) -> None:
+        attempts.append(str(connection.url.host))
+
+    monkeypatch.setattr("msarch.bus.rabbit_cluster._connect_transport", connect)
+    nodes = THREE_NODES.split(",")
+    moves: Counter[tuple[str, str]] = Counter()
+    for _ in range(90):
+        connection = NodeConnection(URL(nodes[0]), nodes=nodes)
+        await connection._RobustConnection__connect_transport()
+        lost = str(connection.url.host)
+        attempts.clear()
+        await connection._RobustConnection__connect_transport()  # its node went away
+        assert attempts[0] != lost, "never back to the node just lost first"
+        moves[(lost, attempts[0])] += 1
+    hosts = {str(URL(node).host) for node in nodes}
+    for lost in hosts:
+        assert {to for (was, to) in moves if was == lost} == hosts - {lost}, moves
+
+
 async def test_a_connection_attempt_that_hangs_is_given_up_for_the_next_node(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -2,12 +2,14 @@
 queue settings that are policies (changed without deleting a queue).
 
 aio-pika's RobustConnection reconnects, but always to the one URL it was given. Each of
-NodeConnection's connection attempts tries the nodes in turn instead, starting with the node
-after the one it was last connected to (most likely the node that just went away), so a
-service outlives its node without a restart. Its channels, consumers and declared queues are
-restored on the new node by RobustConnection itself. A connection's first node is one picked
-at random: the services of a cluster spread over its nodes, and the loss of one node moves
-only the connections it had, not every service at once onto the same survivor.
+NodeConnection's connection attempts tries the nodes in turn instead, so a service outlives its
+node without a restart. Its channels, consumers and declared queues are restored on the new
+node by RobustConnection itself. A connection's first node is one picked at random, and so is
+the node a reconnect starts at, among the others than the one it was on (most likely the node
+that just went away): the services of a cluster spread over its nodes, and the loss of one node
+moves only the connections it had, spread over the survivors, not every service at once onto
+the same one (the node after it, as before 2026-12-08: in a partition test both roundtrip
+instances had moved onto one node, and that node was the one cut off).
 
 Quorum queues hold their delivery limit and dead-lettering in a policy when the management API
 is configured (MSARCH_RABBIT_MANAGEMENT_URL): a policy can change on a running queue, a queue
@@ -51,12 +53,17 @@ class NodeConnection(RobustConnection):
             url.with_host(node.host or "").with_port(node.port) for node in map(URL, nodes)
         ]
         self._next = random.randrange(len(self.nodes))
+        self._on: int | None = None
+        """The index of the node of the last connection made, if any."""
 
     async def _RobustConnection__connect_transport(self) -> None:
+        if self._on is not None and len(self.nodes) > 1:
+            self._next = random.choice([i for i in range(len(self.nodes)) if i != self._on])
         failure: BaseException | None = None
         for _ in self.nodes:
-            self.url = self.nodes[self._next]
-            self._next = (self._next + 1) % len(self.nodes)
+            index = self._next
+            self.url = self.nodes[index]
+            self._next = (index + 1) % len(self.nodes)
             try:
                 async with asyncio.timeout(ATTEMPT_TIMEOUT_S):
                     await _connect_transport(self)
@@ -66,6 +73,7 @@ class NodeConnection(RobustConnection):
                 await self._abandon(exc)
             else:
                 log.info("connected to RabbitMQ node %s", self)
+                self._on = index
                 return
         assert failure is not None
         raise failure
