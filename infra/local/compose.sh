@@ -57,7 +57,15 @@ up)
     started=$SECONDS
     gateways=("$port") limit=180
     if [ "${stack:-single}" = cluster ]; then gateways+=("$port2") limit=300; fi
-    compose up -d
+    # Compose 1.29 gives up on the whole start when one dependency reports unhealthy once (on
+    # a loaded 2-core machine, a health check that timed out while ten services start); the
+    # containers go on, restarted by their policy, so the start is tried again.
+    for attempt in 1 2 3; do
+        compose up -d && break
+        [ "$attempt" -lt 3 ] || exit 1
+        printf 'msarch: compose up failed (attempt %s of 3), trying again in 10 s\n' "$attempt" >&2
+        sleep 10
+    done
     printf 'msarch: waiting for the gateway on http://127.0.0.1:%s/health\n' "${gateways[@]}"
     for _ in $(seq "$limit"); do
         waiting=()

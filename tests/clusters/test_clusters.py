@@ -44,6 +44,15 @@ async def service_starts(stack: ComposeStack) -> dict[str, str]:
     return starts
 
 
+async def restarts_since_up(stack: ComposeStack) -> dict[str, int]:
+    """The service containers that their restart policy has restarted, and how often."""
+    counts = {}
+    for service in (*SERVICES, "gateway-2"):
+        for name in await stack.containers(service, running_only=False):
+            counts[name] = int((await stack.inspect(name))["RestartCount"])
+    return {name: n for name, n in counts.items() if n}
+
+
 class Frames:
     """Websocket clients, one through each gateway instance: what every client got."""
 
@@ -168,6 +177,7 @@ async def test_each_engine_is_one_cluster_and_both_gateways_serve(
         backend=cluster.backend,
         replicas=replicas,
         stack_up_s=round(stack.up_s, 1),
+        services_restarted_while_starting=await restarts_since_up(stack),
         batch_s=[round(seconds, 2) for _, seconds in batches],
         leaders=leaders,
         redis_primary=await stack.redis_primary(),
