@@ -4,11 +4,11 @@ queue settings that are policies (changed without deleting a queue).
 aio-pika's RobustConnection reconnects, but always to the one URL it was given. Each of
 NodeConnection's connection attempts tries the nodes in turn instead, so a service outlives its
 node without a restart. Its channels, consumers and declared queues are restored on the new
-node by RobustConnection itself. A connection's first node is one picked at random, and so is
-the node a reconnect starts at, among the others than the one it was on (most likely the node
+node by RobustConnection itself. A connection's first node is picked at random, and so is the
+node a reconnect starts at, among the nodes other than the one it was on (most likely the node
 that just went away): the services of a cluster spread over its nodes, and the loss of one node
-moves only the connections it had, spread over the survivors, not every service at once onto
-the same one (the node after it, as before 2026-12-08: in a partition test both roundtrip
+moves only the connections it had, spread over the survivors, not every one of them onto the
+same node (the node after it, as before 2026-12-08: in a partition test both roundtrip
 instances had moved onto one node, and that node was the one cut off).
 
 Quorum queues hold their delivery limit and dead-lettering in a policy when the management API
