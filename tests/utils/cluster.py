@@ -146,7 +146,10 @@ class Cluster:
             if self.backend == "rabbit":
                 for node in self.nodes:
                     answer = await self._get(node, 15672, "/api/nodes")
-                    running = [n for n in answer.json() if n["running"]]
+                    listed = answer.json()
+                    if answer.status_code != 200 or not isinstance(listed, list):
+                        return False  # a node still starting answers with an error object
+                    running = [n for n in listed if n["running"]]
                     if len(running) != len(self.nodes) or any(n["partitions"] for n in running):
                         return False
                     if not await self.serves(node):
